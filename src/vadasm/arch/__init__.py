@@ -1,0 +1,17 @@
+"""Architectures as data: tensor roles per model family, looked up from `data/*.json`."""
+
+from vadasm.arch.table import (
+    LINEAR_ROLES,
+    Architecture,
+    TensorRole,
+    TextArch,
+    VisionLayout,
+    architecture_for,
+    load_spec,
+    supported_model_types,
+)
+
+__all__ = [
+    "LINEAR_ROLES", "Architecture", "TensorRole", "TextArch", "VisionLayout", "architecture_for",
+    "load_spec", "supported_model_types",
+]

@@ -1,0 +1,40 @@
+"""The `vadasm` command. Thin: each subcommand parses flags, calls the library, formats results.
+
+Subcommands live one group per module in this package and register themselves on `app`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from vadasm.errors import VadasmError
+
+app = typer.Typer(
+    name="vadasm",
+    help="Training-free model merging: merge, graft vision, blend in SVD space, and measure it honestly.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_subcommands() -> None:
+    # Imported for their side effect: each module adds its commands to `app`.
+    from vadasm.cli import inspect_cmd, merge_cmd  # noqa: F401
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    _register_subcommands()
+    try:
+        app(standalone_mode=False)
+    except VadasmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)

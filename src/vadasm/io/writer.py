@@ -1,0 +1,139 @@
+"""Stream tensors into sharded safetensors files, one tensor in memory at a time.
+
+Because the merge plan knows every output name, shape and dtype before any math runs, each
+shard's header can be written first and tensor bytes appended as they are computed. No shard
+is ever assembled in RAM, and the bytes on disk depend only on the tensors (deterministic).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vadasm.errors import VadasmError
+
+TORCH_TO_SAFETENSORS = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+    torch.uint8: "U8", torch.bool: "BOOL",
+}
+DTYPE_NAMES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+               "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DEFAULT_SHARD_SIZE = "5GB"
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPE_NAMES[name.lower()]
+    except KeyError:
+        raise VadasmError(f"unknown dtype '{name}' (choose from {', '.join(DTYPE_NAMES)})") from None
+
+
+def parse_size(text: str | int) -> int:
+    """'5GB', '500MB', '2GiB' or a byte count, as bytes (decimal units, like transformers)."""
+    if isinstance(text, int):
+        return text
+    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9, "B": 1}
+    upper = text.strip().upper()
+    for unit, factor in units.items():
+        if upper.endswith(unit):
+            try:
+                return int(float(upper[: -len(unit)]) * factor)
+            except ValueError:
+                break
+    if upper.isdigit():
+        return int(upper)
+    raise VadasmError(f"cannot read size '{text}' (examples: 5GB, 500MB, 2GiB)")
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count * torch.empty((), dtype=self.dtype).element_size()
+
+
+class ShardedWriter:
+    """Writes the planned tensors, in plan order, into `folder` as safetensors shards + index."""
+
+    def __init__(self, folder: Path, plan: list[PlannedTensor], max_shard_bytes: int = parse_size(DEFAULT_SHARD_SIZE)):
+        self.folder = folder
+        self.plan = plan
+        self.shards = _split(plan, max_shard_bytes)
+        count = len(self.shards)
+        self.shard_names = (
+            ["model.safetensors"] if count == 1
+            else [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+        )
+        self._next = 0
+        self._shard = -1
+        self._left_in_shard = 0
+        self._file = None
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        planned = self.plan[self._next]
+        if name != planned.name or tuple(tensor.shape) != planned.shape:
+            raise RuntimeError(f"writer expected {planned.name} {planned.shape}, got {name} {tuple(tensor.shape)}")
+        if self._left_in_shard == 0:
+            self._open_next_shard()
+        data = tensor.detach().to("cpu", planned.dtype).contiguous()
+        self._file.write(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+        self._next += 1
+        self._left_in_shard -= 1
+
+    def close(self) -> None:
+        if self._next != len(self.plan):
+            raise RuntimeError(f"writer closed after {self._next} of {len(self.plan)} tensors")
+        if self._file is not None:
+            self._file.close()
+        if len(self.shards) > 1:
+            weight_map = {t.name: self.shard_names[i] for i, shard in enumerate(self.shards) for t in shard}
+            index = {"metadata": {"total_size": sum(t.nbytes for t in self.plan)}, "weight_map": weight_map}
+            (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+    def _open_next_shard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._shard += 1
+        shard = self.shards[self._shard]
+        self._file = open(self.folder / self.shard_names[self._shard], "wb")
+        self._file.write(_header(shard))
+        self._left_in_shard = len(shard)
+
+
+def _split(plan: list[PlannedTensor], max_shard_bytes: int) -> list[list[PlannedTensor]]:
+    shards: list[list[PlannedTensor]] = [[]]
+    size = 0
+    for tensor in plan:
+        if shards[-1] and size + tensor.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(tensor)
+        size += tensor.nbytes
+    return shards
+
+
+def _header(shard: list[PlannedTensor]) -> bytes:
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for tensor in shard:
+        header[tensor.name] = {
+            "dtype": TORCH_TO_SAFETENSORS[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + tensor.nbytes],
+        }
+        offset += tensor.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw

@@ -1,0 +1,40 @@
+"""Where the testbed lives on disk.
+
+`VADASM_HOME` (default `~/.cache/vadasm`) holds `testbed/<artefact>/` folders. Tests and other
+modules ask for artefacts by name here, so the layout is defined in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ARTEFACTS = (
+    "smollm2",
+    "gemma3-270m",
+    "vision-tower",
+    "llava-smollm2",
+    "llava-gemma3",
+    "smollm2-arith",
+)
+
+
+def vadasm_home() -> Path:
+    """The cache root, from `VADASM_HOME` or `~/.cache/vadasm`."""
+    return Path(os.environ.get("VADASM_HOME", Path.home() / ".cache" / "vadasm")).expanduser()
+
+
+def testbed_home() -> Path:
+    return vadasm_home() / "testbed"
+
+
+def artefact_dir(name: str) -> Path:
+    """Folder of one testbed artefact (it may not be built yet)."""
+    if name not in ARTEFACTS:
+        raise KeyError(f"unknown testbed artefact {name!r}; known: {', '.join(ARTEFACTS)}")
+    return testbed_home() / name
+
+
+def is_built(name: str) -> bool:
+    """An artefact is built once its provenance file exists (written last, after the rename)."""
+    return (artefact_dir(name) / "vadasm_testbed.json").is_file()

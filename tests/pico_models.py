@@ -1,0 +1,65 @@
+"""Tiny random models of every supported architecture, saved as real HF folders.
+
+Shared by the tests of every package: each builder writes `config.json` + safetensors with the
+stock transformers class, so anything that loads them also loads real checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+VOCAB = 96
+COMMON = dict(vocab_size=VOCAB, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+LLAMA_LIKE = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, **COMMON)
+
+TEXT_CONFIGS: dict[str, dict] = {
+    "llama": LLAMA_LIKE,
+    "mistral": LLAMA_LIKE,
+    "qwen2": LLAMA_LIKE,
+    "qwen3": dict(LLAMA_LIKE, head_dim=8),
+    "gemma": dict(LLAMA_LIKE, head_dim=8),
+    "gemma2": dict(LLAMA_LIKE, head_dim=8),
+    "gemma3_text": dict(LLAMA_LIKE, head_dim=8, sliding_window=16),
+    "phi3": LLAMA_LIKE,
+    "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=VOCAB, bos_token_id=1, eos_token_id=2),
+    "gpt_neox": dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, **COMMON),
+    "gptj": dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, rotary_dim=4, vocab_size=VOCAB,
+                 bos_token_id=1, eos_token_id=2),
+    "mixtral": dict(LLAMA_LIKE, num_local_experts=4, num_experts_per_tok=2),
+    "qwen2_moe": dict(LLAMA_LIKE, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24,
+                      shared_expert_intermediate_size=40),
+    "qwen3_moe": dict(LLAMA_LIKE, head_dim=8, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24),
+}
+
+
+def text_config(model_type: str, **overrides):
+    return AutoConfig.for_model(model_type, **{**TEXT_CONFIGS[model_type], **overrides})
+
+
+def make_text_model(folder: Path, model_type: str = "llama", seed: int = 0, dtype=torch.float32, **overrides) -> Path:
+    """Save a tiny random causal LM of `model_type` in `folder` and return the folder."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(text_config(model_type, **overrides))
+    with torch.no_grad():  # random norms too, so merges of norms are visible
+        for name, param in model.named_parameters():
+            if "norm" in name or "ln_" in name:
+                param.add_(0.1 * torch.randn_like(param))
+    model.to(dtype).save_pretrained(folder)
+    return Path(folder)
+
+
+def perturbed_copy(src: Path, dst: Path, scale: float = 0.01, seed: int = 1) -> Path:
+    """A 'fine-tune' of `src`: same config, weights plus small seeded noise."""
+    from transformers import AutoModelForCausalLM as Auto
+
+    model = Auto.from_pretrained(src)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(scale * torch.randn(param.shape, generator=gen, dtype=param.dtype))
+    model.save_pretrained(dst)
+    return Path(dst)
