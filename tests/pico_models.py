@@ -63,3 +63,34 @@ def perturbed_copy(src: Path, dst: Path, scale: float = 0.01, seed: int = 1) -> 
             param.add_(scale * torch.randn(param.shape, generator=gen, dtype=param.dtype))
     model.save_pretrained(dst)
     return Path(dst)
+
+
+def make_llava(folder: Path, text_type: str = "llama", seed: int = 0, image_token_index: int = VOCAB - 1,
+               **text_overrides) -> Path:
+    """A tiny random LlavaForConditionalGeneration (CLIP tower, 2-layer projector) saved on disk."""
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    torch.manual_seed(seed)
+    vision = CLIPVisionConfig(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=16, patch_size=8, projection_dim=24)
+    config = LlavaConfig(vision_config=vision, text_config=text_config(text_type, **text_overrides),
+                         image_token_index=image_token_index, vision_feature_layer=-1)
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    return Path(folder)
+
+
+def relayout_llava_to_new_names(folder: Path) -> None:
+    """Rename a LLaVA checkpoint's tensors to the transformers>=4.52 layout (model.language_model.*)."""
+    from safetensors.torch import load_file, save_file
+
+    file = Path(folder) / "model.safetensors"
+    renamed = {}
+    for name, tensor in load_file(file).items():
+        if name.startswith("language_model.model."):
+            name = "model.language_model." + name.removeprefix("language_model.model.")
+        elif name.startswith("language_model.lm_head."):
+            name = name.removeprefix("language_model.")
+        else:
+            name = "model." + name
+        renamed[name] = tensor
+    save_file(renamed, file, metadata={"format": "pt"})

@@ -45,8 +45,12 @@ class TextArch:
         return self.spec.get("note")
 
     def config_value(self, config: dict, key: str):
-        name = self.spec["config"].get(key)
-        return config.get(name) if name else None
+        """A config field by meaning; the table may list several names (renamed across versions)."""
+        names = self.spec["config"].get(key) or []
+        for name in [names] if isinstance(names, str) else names:
+            if config.get(name) is not None:
+                return config[name]
+        return None
 
     @property
     def layer_pattern(self) -> re.Pattern:

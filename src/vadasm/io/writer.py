@@ -107,7 +107,7 @@ class ShardedWriter:
             self._file.close()
         self._shard += 1
         shard = self.shards[self._shard]
-        self._file = open(self.folder / self.shard_names[self._shard], "wb")
+        self._file = open(self.folder / self.shard_names[self._shard], "wb")  # noqa: SIM115 (spans write calls)
         self._file.write(_header(shard))
         self._left_in_shard = len(shard)
 

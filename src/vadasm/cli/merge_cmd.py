@@ -1,0 +1,105 @@
+"""`vadasm merge`: same-architecture merges from a mergekit-style YAML recipe or from flags."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from vadasm.cli import app
+from vadasm.cli.common import AllowPickle, AsJson, Device, Force, Quiet, TrustRemoteCode, emit
+from vadasm.errors import VadasmError
+from vadasm.io import DEFAULT_SHARD_SIZE
+from vadasm.merge import MergeOptions, load_recipe, recipe_from_dict, run_merge
+
+
+@app.command("merge")
+def merge(
+    paths: Annotated[list[str], typer.Argument(
+        metavar="[RECIPE.yaml] OUTPUT_DIR",
+        help="mergekit-yaml order: recipe then output folder; or only the output folder with --method/--model.")],
+    method: Annotated[str | None, typer.Option(
+        help="linear, task_arithmetic, ties, dare_linear, dare_ties or slerp (overrides the recipe).")] = None,
+    base: Annotated[str | None, typer.Option(
+        help="Base model (folder or Hub id) for task-vector methods and slerp.")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="An input model; repeat for each.")] = None,
+    weight: Annotated[list[float] | None, typer.Option(help="Weight per --model, in order (one value: all).")] = None,
+    density: Annotated[list[float] | None, typer.Option(
+        help="Fraction of each delta kept (ties/dare), per --model or one for all.")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        help="Global parameter KEY=VALUE, e.g. normalize=false, lambda=0.8, t=0.5. Repeatable.")] = None,
+    dtype: Annotated[str | None, typer.Option(
+        help="Output dtype (float32, bfloat16, float16). Arithmetic is always fp32.")] = None,
+    shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB, 500MB.")] = DEFAULT_SHARD_SIZE,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed for DARE's random masks (recorded in vadasm_config.json).")] = None,
+    exclude_norms: Annotated[bool, typer.Option(
+        "--exclude-norms", help="Copy normalisation weights from the base instead of merging them.")] = False,
+    device: Device = "cpu",
+    force: Force = False,
+    allow_pickle: AllowPickle = False,
+    trust_remote_code: TrustRemoteCode = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Merge models of one architecture (linear, task arithmetic, TIES, DARE, SLERP) without training.
+
+    Reads and writes one tensor at a time, computes in fp32, writes sharded safetensors into a
+    temporary folder that becomes OUTPUT_DIR only on success, and records the recipe and input
+    fingerprints in OUTPUT_DIR/vadasm_config.json.
+
+    Example: vadasm merge examples/ties.yaml ./merged
+    """
+    if len(paths) == 2:
+        raw = load_recipe(paths[0]).model_dump(exclude_none=True)
+    elif len(paths) == 1:
+        raw = {}
+    else:
+        raise VadasmError("give RECIPE.yaml OUTPUT_DIR, or OUTPUT_DIR with --method and --model")
+    output = paths[-1]
+    raw = _apply_flags(raw, method, base, model, weight, density, param, seed, exclude_norms)
+    recipe = recipe_from_dict(raw, source=paths[0] if len(paths) == 2 else "flags")
+    options = MergeOptions(dtype=dtype, shard_size=shard_size, force=force, allow_pickle=allow_pickle,
+                           trust_remote_code=trust_remote_code, device=device, progress=not (quiet or as_json))
+    result = run_merge(recipe, output, options)
+    lines = [f"merged {result.merged}/{result.tensors} tensors ({result.architecture}, {result.merge_method}) "
+             f"-> {result.output} in {result.seconds:.1f}s"]
+    lines += [f"  not merged: {a.name}: {a.action} ({a.reason})" for a in result.not_merged]
+    emit(result.to_dict(), as_json, lines, quiet)
+
+
+def _apply_flags(raw: dict, method, base, models, weights, densities, params, seed, exclude_norms) -> dict:
+    if method:
+        raw["merge_method"] = method
+    if base:
+        raw["base_model"] = base
+    if models:
+        raw["models"] = [{"model": m, "parameters": {}} for m in models]
+    entries = raw.get("models") or []
+    for key, values in (("weight", weights), ("density", densities)):
+        if not values:
+            continue
+        if len(values) not in (1, len(entries)):
+            raise VadasmError(f"--{key}: give one value or one per --model ({len(entries)})")
+        for i, entry in enumerate(entries):
+            entry.setdefault("parameters", {})[key] = values[i if len(values) > 1 else 0]
+    for item in params or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise VadasmError(f"--param {item}: expected KEY=VALUE")
+        raw.setdefault("parameters", {})[key.strip()] = _parse_value(value.strip())
+    if seed is not None:
+        raw["seed"] = seed
+    if exclude_norms:
+        raw["exclude_norms"] = True
+    return raw
+
+
+def _parse_value(text: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return float(text)
+    except ValueError:
+        return text

@@ -1,0 +1,163 @@
+"""Merge recipes: mergekit's YAML schema for the methods we support, validated at the edge.
+
+`MergeConfig` is the recipe (the seed's name); `ModelConfig` one entry of `models:`. Parameter
+values follow mergekit: a scalar, a list of numbers (a gradient across layers) or a list of
+`{filter, value}` conditions matched against the tensor name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vadasm.errors import VadasmError
+from vadasm.methods import get_method
+
+# mergekit keys we accept but that change nothing here (documented in docs/recipes.md).
+_IGNORED_KEYS = {"name"}
+
+
+class ModelConfig(BaseModel):
+    """One input model and its per-model parameters (e.g. weight, density)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class SliceSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    layer_range: tuple[int, int]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class Slice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sources: list[SliceSource]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class MergeConfig(BaseModel):
+    """A merge recipe. Accepts mergekit's schema for linear / task_arithmetic / ties / dare_* / slerp."""
+
+    model_config = ConfigDict(extra="forbid")
+    merge_method: str
+    base_model: str | None = None
+    models: list[ModelConfig] | None = None
+    slices: list[Slice] | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    dtype: str | None = None
+    out_dtype: str | None = None
+    tokenizer_source: str | None = None
+    # vadasm additions (mergekit ignores nothing silently, neither do we):
+    seed: int = 0
+    exclude_norms: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> MergeConfig:
+        method = get_method(self.merge_method)
+        if self.slices is not None:
+            if self.models is not None:
+                raise ValueError("give either 'models' or 'slices', not both")
+            self.models = _slices_as_models(self.slices)
+            self.slices = None
+        if not self.models:
+            raise ValueError("the recipe lists no models")
+        if method.needs_base and self.base_model is None:
+            raise ValueError(f"merge method '{method.name}' needs a base_model")
+        inputs = [m for m in self.models if not (m.model == self.base_model and not method.base_is_input)]
+        if method.exact_inputs is not None and len(inputs) != method.exact_inputs:
+            raise ValueError(
+                f"merge method '{method.name}' merges the base with exactly {method.exact_inputs} other model(s), "
+                f"got {len(inputs)}"
+            )
+        known = set(method.model_params) | set(method.global_params)
+        for where, params in [("parameters", self.parameters)] + [
+            (f"models[{i}].parameters", m.parameters) for i, m in enumerate(self.models)
+        ]:
+            unknown = set(params) - known
+            if unknown:
+                raise ValueError(
+                    f"{where}: unknown parameter(s) {sorted(unknown)} for '{method.name}' (known: {sorted(known)})"
+                )
+        if self.tokenizer_source not in (None, "base") and self.tokenizer_source not in {
+            m.model for m in self.models
+        } | {self.base_model}:
+            raise ValueError(
+                f"tokenizer_source '{self.tokenizer_source}' is not supported: use 'base' or one of the input models"
+            )
+        return self
+
+    def input_models(self) -> list[ModelConfig]:
+        """The models whose tensors are combined (the base is separate for task-vector methods)."""
+        method = get_method(self.merge_method)
+        if method.base_is_input:
+            return list(self.models)
+        return [m for m in self.models if m.model != self.base_model]
+
+
+def _slices_as_models(slices: list[Slice]) -> list[ModelConfig]:
+    """mergekit slerp recipes use one full-depth slice; layer surgery (frankenmerges) is refused."""
+    if len(slices) != 1:
+        raise ValueError("several slices (layer stacking / frankenmerge) are not supported; use one full slice")
+    ranges = {src.layer_range for src in slices[0].sources}
+    if len(ranges) != 1 or next(iter(ranges))[0] != 0:
+        raise ValueError("slices must take the same full layer range [0, N] from every model")
+    return [ModelConfig(model=src.model, parameters=src.parameters) for src in slices[0].sources]
+
+
+def load_recipe(path: str | Path) -> MergeConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise VadasmError(f"{path}: recipe file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise VadasmError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise VadasmError(f"{path}: a recipe is a YAML mapping with at least 'merge_method' and 'models'")
+    for key in _IGNORED_KEYS & raw.keys():
+        raw.pop(key)
+    return recipe_from_dict(raw, source=str(path))
+
+
+def recipe_from_dict(raw: dict, source: str = "recipe") -> MergeConfig:
+    try:
+        return MergeConfig.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "recipe"
+        raise VadasmError(f"{source}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+    except VadasmError as err:
+        raise VadasmError(f"{source}: {err}") from None
+
+
+def resolve_setting(setting: Any, tensor_name: str, t: float) -> Any:
+    """mergekit's parameter semantics: scalar, gradient over layers (t in [0, 1]), or filters."""
+    if isinstance(setting, dict):
+        setting = [setting]
+    if setting is None or isinstance(setting, (bool, int, float, str)):
+        return setting
+    if isinstance(setting, list):
+        if not setting:
+            return None
+        if all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in setting):
+            scaled = t * (len(setting) - 1)
+            i0 = int(scaled)
+            i1 = min(len(setting) - 1, i0 + 1)
+            frac = scaled - i0
+            return (1 - frac) * setting[i0] + frac * setting[i1]
+        if all(isinstance(e, (bool, int, float, str)) for e in setting):
+            return setting[int(t * (len(setting) - 1))]
+        for cond in setting:
+            if not isinstance(cond, dict) or "value" not in cond:
+                raise VadasmError(f"cannot read parameter setting {setting!r}")
+            flt = cond.get("filter")
+            if flt is None or flt == "*" or flt in tensor_name:
+                return resolve_setting(cond["value"], tensor_name, t)
+        return None
+    raise VadasmError(f"cannot read parameter setting {setting!r}")

@@ -1,0 +1,238 @@
+"""Run a merge: load recipe -> plan tensors -> for each tensor read, merge, write -> provenance.
+
+One plain loop; follow any weight from the YAML to disk by reading `run_merge` top to bottom.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from vadasm import __version__
+from vadasm.arch import Architecture, architecture_for
+from vadasm.errors import VadasmError
+from vadasm.io import (
+    DEFAULT_SHARD_SIZE,
+    Checkpoint,
+    PlannedTensor,
+    ShardedWriter,
+    atomic_output_dir,
+    check_output_free,
+    parse_dtype,
+    parse_size,
+)
+from vadasm.merge.recipe import MergeConfig, resolve_setting
+from vadasm.methods import get_method
+
+
+@dataclass
+class TensorAction:
+    """What happens to one output tensor, and why when it is not a plain merge."""
+
+    name: str
+    action: str  # "merge", "copy_base", "truncate_then_merge"
+    reason: str = ""
+    layer: int | None = None
+    shape: tuple[int, ...] = ()
+
+
+@dataclass
+class MergeResult:
+    output: str
+    merge_method: str
+    architecture: str
+    tensors: int
+    merged: int
+    not_merged: list[TensorAction] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MergeOptions:
+    """How to run a recipe (flags that are not part of the recipe itself)."""
+
+    dtype: str | None = None  # output dtype; default: recipe out_dtype/dtype, else each input tensor's dtype
+    shard_size: str | int = DEFAULT_SHARD_SIZE
+    force: bool = False
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    device: str = "cpu"
+    progress: bool = True
+
+
+def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | None = None) -> MergeResult:
+    options = options or MergeOptions()
+    started = time.perf_counter()
+    output = Path(output)
+    check_output_free(output, options.force)
+    method = get_method(recipe.merge_method)
+
+    checkpoints = _open_all(recipe, options)
+    base = checkpoints[recipe.base_model] if recipe.base_model else None
+    inputs = [checkpoints[m.model] for m in recipe.input_models()]
+    reference = base or inputs[0]
+    arch = _common_architecture(reference, list(checkpoints.values()))
+    out_dtype = parse_dtype(options.dtype or recipe.out_dtype or recipe.dtype) if (
+        options.dtype or recipe.out_dtype or recipe.dtype) else None
+
+    actions = plan_tensors(reference, list(checkpoints.values()), arch, recipe.exclude_norms)
+    plan = [PlannedTensor(a.name, a.shape, out_dtype or _torch_dtype(reference, a.name)) for a in actions]
+    num_layers = arch.num_layers() or 1
+    merged = 0
+
+    with atomic_output_dir(output, options.force) as tmp:
+        writer = ShardedWriter(tmp, plan, parse_size(options.shard_size))
+        for action in tqdm(actions, desc=f"merge ({method.name})", unit="tensor", disable=not options.progress):
+            if action.action == "copy_base":
+                tensor = reference.get_checked(action.name)
+            else:
+                t = 0.0 if action.layer is None else (action.layer / (num_layers - 1) if num_layers > 1 else 1.0)
+                tensor = _merge_tensor(recipe, method, action, base, inputs, t, options.device)
+                merged += 1
+            writer.write(action.name, tensor)
+        writer.close()
+        _write_sidecars(tmp, recipe, checkpoints, reference, plan)
+        provenance = {
+            "tool": "vadasm", "version": __version__, "kind": "merge",
+            "recipe": recipe.model_dump(exclude_none=True),
+            "inputs": [{"ref": ref, "path": str(c.path), "fingerprint": c.fingerprint()}
+                       for ref, c in checkpoints.items()],
+            "architecture": arch.model_type,
+            "not_merged": [asdict(a) for a in actions if a.action != "merge"],
+        }
+        (tmp / "vadasm_config.json").write_text(json.dumps(provenance, indent=2) + "\n")
+
+    return MergeResult(
+        output=str(output), merge_method=method.name, architecture=arch.model_type, tensors=len(actions),
+        merged=merged, not_merged=[a for a in actions if a.action != "merge"],
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def plan_tensors(reference: Checkpoint, models: list[Checkpoint], arch: Architecture,
+                 exclude_norms: bool = False) -> list[TensorAction]:
+    """Decide, before reading any weight, what happens to every output tensor (and refuse early)."""
+    actions = []
+    for name in sorted(reference.keys(), key=_natural_key):
+        role = arch.role(name)
+        shape = reference.shape(name)
+        entry = reference.entries[name]
+        action = TensorAction(name, "merge", layer=role.layer, shape=shape)
+        if entry.dtype not in ("F32", "F16", "BF16", "F64", "torch.float32", "torch.float16", "torch.bfloat16"):
+            action.action, action.reason = "copy_base", f"not floating point ({entry.dtype})"
+        elif role.role == "buffer":
+            action.action, action.reason = "copy_base", "buffer, not a weight"
+        elif exclude_norms and role.role in ("norm", "final_norm"):
+            action.action, action.reason = "copy_base", "norm excluded by recipe (exclude_norms)"
+        else:
+            for other in models:
+                if name not in other:
+                    raise VadasmError(f"{other.path}: tensor '{name}' is missing (present in {reference.path})")
+                if other.shape(name) != shape:
+                    other_shape = other.shape(name)
+                    bigger = len(shape) == len(other_shape) and all(o >= s for o, s in zip(other_shape, shape))
+                    if role.role in ("embed", "lm_head") and bigger:
+                        action.action = "truncate_then_merge"
+                        action.reason = (f"vocabulary size differs ({other.path.name}: {other.shape(name)[0]} rows); "
+                                         f"merged over the reference's first {shape[0]} rows")
+                    else:
+                        raise VadasmError(
+                            f"{other.path}: tensor '{name}' has shape {other.shape(name)}, "
+                            f"but {reference.path} has {shape}; shapes must match to merge"
+                        )
+        actions.append(action)
+    return actions
+
+
+def _merge_tensor(recipe: MergeConfig, method, action: TensorAction, base: Checkpoint | None,
+                  inputs: list[Checkpoint], t: float, device: str) -> torch.Tensor:
+    name, shape = action.name, action.shape
+
+    def load(ck: Checkpoint) -> torch.Tensor:
+        tensor = ck.get_checked(name)
+        if tuple(tensor.shape) != shape:  # planned truncation of a larger vocabulary
+            tensor = tensor[tuple(slice(0, s) for s in shape)]
+        return tensor.to(device=device, dtype=torch.float32)
+
+    base_tensor = load(base) if base is not None else None
+    tensors = [load(ck) for ck in inputs]
+    model_params = {}
+    for key, default in method.model_params.items():
+        values = []
+        for entry in recipe.input_models():
+            setting = entry.parameters.get(key, recipe.parameters.get(key, default))
+            values.append(resolve_setting(setting, name, t))
+        model_params[key] = values
+    global_params = {}
+    for key, default in method.global_params.items():
+        value = resolve_setting(recipe.parameters.get(key, default), name, t)
+        if value is None:
+            raise VadasmError(f"recipe: parameter '{key}' is required by '{method.name}' (no value for {name})")
+        global_params[key] = value
+    generator = torch.Generator(device=device).manual_seed(_tensor_seed(recipe.seed, name))
+    return method.func(base_tensor, tensors, **model_params, **global_params, generator=generator).cpu()
+
+
+def _open_all(recipe: MergeConfig, options: MergeOptions) -> dict[str, Checkpoint]:
+    refs = ([recipe.base_model] if recipe.base_model else []) + [m.model for m in recipe.models]
+    return {
+        ref: Checkpoint.open(ref, allow_pickle=options.allow_pickle, trust_remote_code=options.trust_remote_code)
+        for ref in dict.fromkeys(refs)
+    }
+
+
+def _common_architecture(reference: Checkpoint, models: list[Checkpoint]) -> Architecture:
+    arch = architecture_for(reference.config, reference.keys(), source=str(reference.path / "config.json"))
+    for other in models:
+        if other.config["model_type"] != reference.config["model_type"]:
+            raise VadasmError(
+                f"{other.path / 'config.json'}: model_type '{other.config['model_type']}' differs from "
+                f"'{reference.config['model_type']}' ({reference.path}); merge needs one architecture "
+                "(use `vadasm graft` across families)"
+            )
+    return arch
+
+
+def _write_sidecars(out: Path, recipe: MergeConfig, checkpoints: dict[str, Checkpoint],
+                    reference: Checkpoint, plan: list[PlannedTensor]) -> None:
+    source = reference if recipe.tokenizer_source in (None, "base") else checkpoints[recipe.tokenizer_source]
+    for file in source.sidecar_files():
+        shutil.copy2(file, out / file.name)
+    config = dict(reference.config)
+    dtypes = {p.dtype for p in plan if p.dtype.is_floating_point}
+    if len(dtypes) == 1:
+        dtype_name = str(next(iter(dtypes))).removeprefix("torch.")
+        config["dtype" if "dtype" in config else "torch_dtype"] = dtype_name
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+_TORCH_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+                 "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                 "BOOL": torch.bool}
+
+
+def _torch_dtype(checkpoint: Checkpoint, name: str) -> torch.dtype:
+    dtype = checkpoint.entries[name].dtype
+    if dtype in _TORCH_DTYPES:
+        return _TORCH_DTYPES[dtype]
+    return getattr(torch, dtype.removeprefix("torch."))
+
+
+def _tensor_seed(seed: int, name: str) -> int:
+    """Per-tensor seed: random masks do not depend on the order tensors are processed in."""
+    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]

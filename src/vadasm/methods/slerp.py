@@ -1,0 +1,33 @@
+"""Spherical linear interpolation between two models, tensor by tensor (Shoemake, 1985)."""
+
+from __future__ import annotations
+
+import torch
+
+from vadasm.methods.registry import MergeMethod, register
+
+
+def slerp(
+    t: float, v0: torch.Tensor, v1: torch.Tensor, dot_threshold: float = 0.9995, eps: float = 1e-8
+) -> torch.Tensor:
+    """Interpolate along the great circle between the directions of v0 and v1 (t=0 gives v0).
+
+    Falls back to linear interpolation when the two are nearly collinear, where the great
+    circle is ill-defined. Magnitudes are interpolated with the same coefficients, as mergekit.
+    """
+    a, b = v0.float(), v1.float()
+    norm_a, norm_b = a.norm(), b.norm()
+    dot = ((a / norm_a if norm_a > eps else a) * (b / norm_b if norm_b > eps else b)).sum().clamp(-1, 1)
+    if dot.abs() > dot_threshold:
+        return (1 - t) * a + t * b
+    theta = torch.acos(dot)
+    sin_theta = torch.sin(theta)
+    return (torch.sin((1 - t) * theta) / sin_theta) * a + (torch.sin(t * theta) / sin_theta) * b
+
+
+def _slerp(base, tensors, *, t, generator=None):
+    return slerp(t, base, tensors[0])
+
+
+register(MergeMethod("slerp", _slerp, needs_base=True, base_is_input=False, global_params={"t": None},
+                     reference="https://en.wikipedia.org/wiki/Slerp", exact_inputs=1))
