@@ -1,0 +1,250 @@
+"""`vadasm blend`: a sweep of SVD sigma blends of a before/after model pair in one pass.
+
+The flow for one weight: read after and before -> one SVD of the after-weight (or reuse it from
+`vadasm decompose`) and singular values of the before-weight -> `shift = U diag(S_b - S_a) Vh` ->
+for each alpha, `W_after + (1-a) * shift` goes straight into that alpha's writer. Every alpha folder
+has its own `ShardedWriter`, all inside one atomic output folder, so memory stays a few times the
+largest matrix and a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from vadasm import __version__
+from vadasm.blend.decompose import DecompositionStore, is_float_matrix
+from vadasm.blend.select import TensorRoles, TensorSelector
+from vadasm.blend.svd import Svd, blend_weights, sigma_shift, singular_values_fp32, svd_fp32
+from vadasm.errors import VadasmError
+from vadasm.io import (
+    DEFAULT_SHARD_SIZE,
+    Checkpoint,
+    PlannedTensor,
+    ShardedWriter,
+    atomic_output_dir,
+    parse_size,
+)
+from vadasm.io.writer import TORCH_TO_SAFETENSORS
+
+META_FILE = "svd_blend_meta.json"
+SIGMA_LOG = "sigma_logs.safetensors"
+SIGMA_SUMMARY = "sigma_logs.json"
+_ST_TO_TORCH = {v: k for k, v in TORCH_TO_SAFETENSORS.items()}
+
+
+@dataclass
+class BlendOptions:
+    alphas: list[float]
+    selector: TensorSelector = field(default_factory=TensorSelector)
+    rank: int | None = None
+    dtype: torch.dtype | None = None
+    device: str = "cpu"
+    from_decomposition: str | None = None
+    shard_size: str = DEFAULT_SHARD_SIZE
+    force: bool = False
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    progress: bool = True
+
+
+@dataclass
+class BlendResult:
+    output: str
+    folders: dict[str, str]  # alpha label -> folder
+    tensors: int
+    blended: int
+    skipped: dict[str, int]  # reason -> count
+    reused_decompositions: int
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def alpha_labels(alphas: list[float]) -> list[str]:
+    """`alpha_{a:.1f}` as the seed names them; more decimals only where one would collide."""
+    if not alphas:
+        raise VadasmError("no alphas given")
+    if len(set(alphas)) != len(alphas):
+        raise VadasmError(f"repeated alpha in {alphas}")
+    for decimals in range(1, 7):
+        labels = [f"alpha_{a:.{decimals}f}" for a in alphas]
+        if len(set(labels)) == len(labels):
+            return labels
+    raise VadasmError(f"alphas {alphas} are too close to name their folders apart")
+
+
+def plan_blend(after: Checkpoint, before: Checkpoint, selector: TensorSelector, roles: TensorRoles,
+               store: DecompositionStore | None) -> tuple[list[str], dict[str, str]]:
+    """Which after-tensors get blended, and why each other one is copied (from shapes alone)."""
+    blended, skipped = [], {}
+    for name in after.keys():
+        shape, dtype = after.shape(name), after.entries[name].dtype
+        if name not in before:
+            reason = "missing_in_before"
+        elif len(shape) != 2:
+            reason = "ndim!=2"
+        elif before.shape(name) != shape:
+            reason = "shape_mismatch"
+        elif not is_float_matrix(dtype, shape):
+            reason = "not_float"
+        else:
+            reason = selector.reason_to_skip(name, roles)
+        if reason is None and store is not None and name in store and tuple(store.tensors[name]["shape"]) != shape:
+            reason = "sigma_mismatch"
+        if reason:
+            skipped[name] = reason
+        else:
+            blended.append(name)
+    return blended, skipped
+
+
+def _check_svd(svd: Svd, shape: tuple[int, ...], rank: int | None) -> bool:
+    """A stored decomposition fits the weight: U (m x r), S (r), Vh (r x n) with enough singular values."""
+    m, n = shape
+    r = len(svd.S)
+    needed = min(m, n) if rank is None else min(rank, m, n)
+    return svd.S.ndim == 1 and r >= needed and tuple(svd.U.shape) == (m, r) and tuple(svd.Vh.shape) == (r, n)
+
+
+def run_blend(before_ref: str, after_ref: str, output: str | Path, options: BlendOptions) -> BlendResult:
+    start = time.perf_counter()
+    labels = alpha_labels(options.alphas)
+    if options.rank is not None and options.rank < 1:
+        raise VadasmError(f"--rank must be at least 1 (got {options.rank})")
+    opened = dict(allow_pickle=options.allow_pickle, trust_remote_code=options.trust_remote_code)
+    after = Checkpoint.open(after_ref, **opened)
+    before = Checkpoint.open(before_ref, **opened)
+    after_print, before_print = after.fingerprint(), before.fingerprint()
+    store = None
+    if options.from_decomposition:
+        store = DecompositionStore(options.from_decomposition)
+        if store.fingerprint != after_print:
+            which = "the before model" if store.fingerprint == before_print else store.source
+            raise VadasmError(f"{store.folder}: decomposition of {which}, not of the after model {after.path}")
+    roles = TensorRoles(after.config, after.keys())
+    blended, skipped = plan_blend(after, before, options.selector, roles, store)
+    plan = [PlannedTensor(n, after.shape(n), _out_dtype(after.entries[n].dtype, options.dtype)) for n in after.keys()]
+
+    sigma_log: dict[str, torch.Tensor] = {}
+    sigma_summary: dict[str, dict] = {}
+    reused = 0
+    blended_set = set(blended)
+    with atomic_output_dir(output, options.force) as tmp:
+        writers = []
+        for label in labels:
+            (tmp / label).mkdir()
+            writers.append(ShardedWriter(tmp / label, plan, parse_size(options.shard_size)))
+        for planned in tqdm(plan, desc="blend", unit="tensor", disable=not options.progress):
+            name = planned.name
+            w_after = after.get_checked(name)
+            if name not in blended_set:
+                for writer in writers:
+                    writer.write(name, w_after)
+                continue
+            w_before = before.get_checked(name)
+            w_after_dev = w_after.to(options.device)
+            if torch.equal(w_before, w_after):  # a frozen layer: same spectrum, nothing to compute but S
+                s_after = s_before = singular_values_fp32(w_after_dev)
+                shift = None
+            else:
+                svd = store.get(name) if store is not None and name in store else None
+                if svd is not None and not _check_svd(svd, planned.shape, options.rank):
+                    skipped[name] = "sigma_mismatch"
+                    for writer in writers:
+                        writer.write(name, w_after)
+                    continue
+                if svd is None:
+                    svd = svd_fp32(w_after_dev)
+                else:
+                    reused += 1
+                    svd = Svd(svd.U.to(options.device), svd.S.to(options.device), svd.Vh.to(options.device))
+                s_before = singular_values_fp32(w_before.to(options.device))
+                s_after = svd.S
+                shift = sigma_shift(svd, s_before, options.rank)
+            for writer, (_, w) in zip(writers, blend_weights(w_after_dev, shift, options.alphas), strict=True):
+                writer.write(name, w)
+            sigma_log[f"{name}/S_before"] = s_before.cpu().clone()
+            sigma_log[f"{name}/S_after"] = s_after.cpu().clone()
+            sigma_summary[name] = _sigma_entry(roles, name, planned.shape, s_before.cpu(), s_after.cpu(), options.rank)
+        for writer in writers:
+            writer.close()
+        blended_keys = [n for n in blended if n not in skipped]
+        provenance = {
+            "before": {"path": str(before.path), "fingerprint": before_print},
+            "after": {"path": str(after.path), "fingerprint": after_print},
+        }
+        recipe = {
+            "rank": options.rank, "include": options.selector.include, "exclude": options.selector.exclude,
+            "include_embeddings": options.selector.include_embeddings,
+            "dtype": str(options.dtype).removeprefix("torch.") if options.dtype else None,
+            "from_decomposition": options.from_decomposition, "architecture_known": roles.known,
+        }
+        for label, alpha in zip(labels, options.alphas, strict=True):
+            folder = tmp / label
+            _copy_sidecars(after, folder, options.dtype)
+            meta = {
+                "alpha": alpha, **provenance, **recipe,
+                "blended_keys": blended_keys,
+                "skipped_keys": dict(sorted(skipped.items())),
+                "only_in_before": sorted(set(before.keys()) - set(after.keys())),
+                "shapes": {n: list(after.shape(n)) for n in after.keys()},
+                "sigma_log": f"../{SIGMA_LOG}",
+                "tool": f"vadasm {__version__}",
+            }
+            (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+            config = {"tool": "vadasm", "version": __version__, "command": "blend", "inputs": provenance,
+                      "recipe": {"method": "svd_sigma_blend", "alpha": alpha, **recipe}}
+            (folder / "vadasm_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        save_file(sigma_log, str(tmp / SIGMA_LOG), metadata={"rank": str(options.rank), "format": "vadasm-sigma-v1"})
+        (tmp / SIGMA_SUMMARY).write_text(json.dumps(sigma_summary, indent=2) + "\n")
+        counts: dict[str, int] = {}
+        for reason in skipped.values():
+            counts[reason] = counts.get(reason, 0) + 1
+        result = BlendResult(
+            output=str(Path(output).expanduser().resolve()),
+            folders={label: str(Path(output).expanduser().resolve() / label) for label in labels},
+            tensors=len(plan), blended=len(blended_keys), skipped=counts, reused_decompositions=reused,
+            seconds=round(time.perf_counter() - start, 3),
+        )
+        (tmp / "blend_summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
+
+
+def _out_dtype(st_dtype: str, wanted: torch.dtype | None) -> torch.dtype:
+    dtype = _ST_TO_TORCH.get(st_dtype)
+    if dtype is None:
+        raise VadasmError(f"unsupported tensor dtype {st_dtype} in the after model")
+    return wanted if wanted is not None and dtype.is_floating_point else dtype
+
+
+def _sigma_entry(roles: TensorRoles, name: str, shape: tuple[int, ...], s_before: torch.Tensor,
+                 s_after: torch.Tensor, rank: int | None) -> dict:
+    layer, kind = roles.layer_and_type(name)
+    k = len(s_after) if rank is None else min(rank, len(s_after))
+    norm = float(torch.linalg.vector_norm(s_before[:k]))
+    change = float(torch.linalg.vector_norm(s_after[:k] - s_before[:k])) / norm if norm else None
+    return {"layer": layer, "type": kind, "shape": list(shape), "blended_rank": k,
+            "sigma_rel_change": change, "top_sigma_before": float(s_before[0]),
+            "top_sigma_after": float(s_after[0])}
+
+
+def _copy_sidecars(after: Checkpoint, folder: Path, dtype: torch.dtype | None) -> None:
+    """config.json (dtype updated if converted) and the tokenizer/generation files of the after model."""
+    if dtype is None:
+        shutil.copy2(after.path / "config.json", folder / "config.json")
+    else:
+        config = dict(after.config)
+        key = "dtype" if "dtype" in config or "torch_dtype" not in config else "torch_dtype"
+        config[key] = str(dtype).removeprefix("torch.")
+        (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    for file in after.sidecar_files():
+        shutil.copy2(file, folder / file.name)

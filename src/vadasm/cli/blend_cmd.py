@@ -1,0 +1,174 @@
+"""`vadasm blend`, `vadasm decompose`, `vadasm rotations`: the before/after-RL SVD toolkit."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+import typer
+
+from vadasm.blend import BlendOptions, TensorSelector, run_blend, run_decompose, run_rotations
+from vadasm.cli import app
+from vadasm.cli.common import AllowPickle, AsJson, Force, Quiet, TrustRemoteCode, emit
+from vadasm.errors import VadasmError
+from vadasm.io import DEFAULT_SHARD_SIZE, parse_dtype
+
+Include = Annotated[list[str] | None, typer.Option(
+    "--include", help="Only tensors matching this glob (whole name) or 're:REGEX' (searched). Repeatable.")]
+Exclude = Annotated[list[str] | None, typer.Option(
+    "--exclude", help="Leave out tensors matching this glob or 're:REGEX'. Repeatable.")]
+IncludeEmbeddings = Annotated[bool, typer.Option(
+    "--include-embeddings", help="Also process token embeddings and the LM head (off: vocabulary-sized SVDs).")]
+Device = Annotated[str | None, typer.Option(
+    help="Where the SVDs run: cpu, cuda, cuda:1 ... (default: cuda when present, else cpu).")]
+
+
+def resolve_device(device: str | None) -> str:
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise VadasmError(f"--device {device}: no CUDA device is available here")
+    return device
+
+
+def parse_alphas(text: str) -> list[float]:
+    try:
+        alphas = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise VadasmError(f"--alphas '{text}': expected comma-separated numbers, e.g. 0,0.2,0.4,0.6,0.8,1.0") from None
+    if not all(a == a and abs(a) != float("inf") for a in alphas):
+        raise VadasmError(f"--alphas '{text}': alphas must be finite numbers")
+    return alphas
+
+
+@app.command("blend")
+def blend(
+    before: Annotated[str, typer.Option(help="Model before fine-tuning / RL (folder or Hub id).")],
+    after: Annotated[str, typer.Option(help="Model after fine-tuning / RL; its U, Vh and other tensors are kept.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder that receives alpha_{a:.1f}/ checkpoints.")],
+    alphas: Annotated[str, typer.Option(
+        help="Comma-separated alphas: 1 keeps the after model, 0 gives it the before model's singular values.")]
+    = "0,0.2,0.4,0.6,0.8,1.0",
+    rank: Annotated[int | None, typer.Option(help="Blend only the top-k singular values (the rest stay as after).")]
+    = None,
+    from_decomposition: Annotated[str | None, typer.Option(
+        help="Reuse the after model's SVDs from a 'vadasm decompose' folder instead of computing them.")] = None,
+    include: Include = None,
+    exclude: Exclude = None,
+    include_embeddings: IncludeEmbeddings = False,
+    dtype: Annotated[str | None, typer.Option(
+        help="Output dtype (float32, bfloat16, float16); default: each tensor keeps the after model's.")] = None,
+    shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB, 500MB.")] = DEFAULT_SHARD_SIZE,
+    device: Device = None,
+    force: Force = False,
+    allow_pickle: AllowPickle = False,
+    trust_remote_code: TrustRemoteCode = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Blend singular values of a before/after model pair for a sweep of alphas, in one pass.
+
+    For every 2-D weight present in both models with equal shapes: S = a*S_after + (1-a)*S_before
+    with U, Vh of the after model, i.e. W(a) = W_after + (1-a) * U diag(S_before - S_after) Vh.
+    One fp32 SVD of the after-weight and the singular values of the before-weight serve all alphas;
+    alpha 1 reproduces the after model bit for bit. Other tensors are copied from the after model
+    and listed with their reason in each folder's svd_blend_meta.json. Writes OUTPUT/alpha_{a:.1f}/
+    (loadable checkpoints with config and tokenizer), OUTPUT/sigma_logs.safetensors (S_before and
+    S_after per weight) and OUTPUT/sigma_logs.json (per-layer summary), atomically.
+
+    Example: vadasm blend --before Qwen/Qwen2.5-Math-1.5B --after ./r1-distill --output ./blends
+    """
+    options = BlendOptions(
+        alphas=parse_alphas(alphas),
+        selector=TensorSelector(include or [], exclude or [], include_embeddings),
+        rank=rank, dtype=parse_dtype(dtype) if dtype else None, device=resolve_device(device),
+        from_decomposition=from_decomposition, shard_size=shard_size, force=force, allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code, progress=not (quiet or as_json),
+    )
+    result = run_blend(before, after, output, options)
+    lines = [f"blended {result.blended}/{result.tensors} tensors for {len(result.folders)} alphas "
+             f"-> {result.output} in {result.seconds:.1f}s"]
+    lines += [f"  copied from after: {count} x {reason}" for reason, count in sorted(result.skipped.items())]
+    if result.reused_decompositions:
+        lines.append(f"  reused {result.reused_decompositions} SVDs from {from_decomposition}")
+    emit(result.to_dict(), as_json, lines, quiet)
+
+
+@app.command("decompose")
+def decompose(
+    model: Annotated[str, typer.Argument(help="Model folder or Hub id.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder for one safetensors file per weight.")],
+    include: Include = None,
+    exclude: Exclude = None,
+    include_embeddings: IncludeEmbeddings = False,
+    device: Device = None,
+    force: Force = False,
+    allow_pickle: AllowPickle = False,
+    trust_remote_code: TrustRemoteCode = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Write the fp32 SVD (U, S, Vh, orig_shape) of every selected 2-D weight.
+
+    One safetensors file per weight, named as the seed's svd_decompose.py did (dots -> '__',
+    slashes -> '_slash_'), plus decomposition.json with the model's fingerprint. Pass the folder
+    to 'vadasm blend --from-decomposition' to skip the after model's SVDs.
+
+    Example: vadasm decompose ./after-rl --output ./after-rl-svd
+    """
+    result = run_decompose(
+        model, output, TensorSelector(include or [], exclude or [], include_embeddings),
+        device=resolve_device(device), force=force, allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code, progress=not (quiet or as_json),
+    )
+    lines = [f"decomposed {result.decomposed} weights of {result.model} -> {result.output} "
+             f"in {result.seconds:.1f}s ({len(result.skipped)} tensors skipped)"]
+    emit(result.to_dict(), as_json, lines, quiet)
+
+
+@app.command("rotations")
+def rotations(
+    base: Annotated[str, typer.Option(help="The starting model M0 (e.g. before RL).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder for rotations.csv/.json and the plot.")],
+    models: Annotated[list[str] | None, typer.Option(
+        "--models", help="The next model M1; further models M2 ... may follow as plain arguments.")] = None,
+    more_models: Annotated[list[str] | None, typer.Argument(
+        metavar="[M2 ...]", help="More models after --models M1, in chain order.", show_default=False)] = None,
+    top_k: Annotated[int, typer.Option(help="Size of the singular subspaces compared.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of the null model's random perturbations.")] = 0,
+    include: Include = None,
+    exclude: Exclude = None,
+    include_embeddings: IncludeEmbeddings = False,
+    device: Device = None,
+    force: Force = False,
+    allow_pickle: AllowPickle = False,
+    trust_remote_code: TrustRemoteCode = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Measure how singular subspaces turn along base -> M1 -> M2, beside a null model.
+
+    Per layer and matrix type: principal angles between the top-k left/right singular subspaces;
+    the rotation a->b as the orthogonal Procrustes fit of the top-k singular bases, and the
+    relative error of composing M0->M1 and M1->M2 against M0->M2; the relative spectrum change.
+    Each is computed again on a null chain where every change is a seeded random matrix of the
+    same norm. Writes rotations.csv, rotations.json and rotation_curves.png.
+
+    Example: vadasm rotations --base ./base --models ./rl1 ./rl2 --output ./rot
+    """
+    chain = [*(models or []), *(more_models or [])]
+    report = run_rotations(
+        base, chain, output, TensorSelector(include or [], exclude or [], include_embeddings),
+        top_k=top_k, seed=seed, device=resolve_device(device), force=force, allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code, progress=not (quiet or as_json),
+    )
+    lines = [f"measured {report.tensors} weights over {len(chain) + 1} models -> {report.output} "
+             f"in {report.seconds:.1f}s"]
+    for entry in report.summary:
+        comp = entry["compose_err_left"]
+        lines.append(
+            f"  {entry['pair']:<8} {entry['kind']:<4} angle L/R {entry['angle_left_mean_deg']:6.2f}/"
+            f"{entry['angle_right_mean_deg']:6.2f} deg  spectrum {entry['spectrum_rel_change']:.2e}"
+            + (f"  compose err {comp:.3f}" if comp is not None else "")
+        )
+    emit(report.to_dict(with_rows=False), as_json, lines, quiet)
