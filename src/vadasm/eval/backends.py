@@ -1,0 +1,181 @@
+"""Model backends behind one small interface, so vLLM or lm-eval can plug in later.
+
+A backend answers two questions: "generate a reply to these chat prompts (with or without an image)"
+and "how likely is this text". Tasks and controls are written against that interface only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from vadasm.errors import VadasmError
+
+# Base models without a chat template get plain question/answer turns (the testbed's Gemma format).
+PLAIN_QA = "Question: {question}\nAnswer:"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt: a user question and, for vision models, an optional image placed before it."""
+
+    text: str
+    image: Path | None = None
+
+
+@dataclass(frozen=True)
+class Decoding:
+    max_new_tokens: int = 16
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    batch_size: int = 16
+
+
+class Backend(Protocol):
+    name: str
+    sees_images: bool
+
+    def generate(
+        self, requests: Sequence[Request], decoding: Decoding, desc: str = "", progress: bool = True
+    ) -> list[str]: ...
+
+    def negative_log_likelihood(self, texts: Sequence[str], max_length: int) -> tuple[float, int]:
+        """Summed NLL (nats) of the texts' tokens after the first, and how many tokens were scored."""
+        ...
+
+
+def _is_vision_checkpoint(path: Path) -> bool:
+    config = json.loads((path / "config.json").read_text())
+    return "vision_config" in config
+
+
+class TransformersBackend:
+    """Any local transformers checkpoint: a `*ForCausalLM` or a LLaVA-style image-text model."""
+
+    def __init__(self, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            AutoTokenizer,
+        )
+
+        self.path = Path(path)
+        if not (self.path / "config.json").is_file():
+            raise VadasmError(f"{self.path}: not a model folder (no config.json)")
+        self.name = self.path.name
+        self.device = torch.device(device)
+        self.sees_images = _is_vision_checkpoint(self.path)
+        if self.sees_images:
+            self.processor = AutoProcessor.from_pretrained(self.path)
+            self.tokenizer = self.processor.tokenizer
+            self.model = AutoModelForImageTextToText.from_pretrained(self.path, dtype=dtype)
+        else:
+            self.processor = None
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=dtype)
+        self.model.to(self.device).eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def render(self, request: Request) -> str:
+        """The prompt string the model sees, through its own chat template when it has one."""
+        if request.image is not None and not self.sees_images:
+            raise VadasmError(f"{self.path}: a text-only model was asked about an image")
+        template_owner = self.processor if self.processor is not None else self.tokenizer
+        if getattr(template_owner, "chat_template", None) is None:
+            return PLAIN_QA.format(question=request.text)
+        content: list[dict] | str
+        if self.processor is not None:
+            content = ([{"type": "image"}] if request.image is not None else []) + [
+                {"type": "text", "text": request.text}
+            ]
+        else:
+            content = request.text
+        return template_owner.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+
+    def _encode(self, batch: Sequence[Request]) -> dict[str, torch.Tensor]:
+        prompts = [self.render(r) for r in batch]
+        # Chat templates already hold any BOS token; templateless prompts need the tokenizer's.
+        has_template = getattr(self.processor or self.tokenizer, "chat_template", None) is not None
+        images = [Image.open(r.image).convert("RGB") for r in batch if r.image is not None]
+        if images and len(images) != len(batch):
+            raise ValueError("a generation batch must be all-image or all-text")
+        if self.processor is not None:
+            inputs = self.processor(
+                text=prompts,
+                images=images or None,
+                padding=True,
+                return_tensors="pt",
+                add_special_tokens=not has_template,
+            )
+        else:
+            inputs = self.tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=not has_template)
+        return {k: v.to(self.device) for k, v in inputs.items()}
+
+    @torch.no_grad()
+    def generate(
+        self, requests: Sequence[Request], decoding: Decoding, desc: str = "", progress: bool = True
+    ) -> list[str]:
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(decoding.seed)
+        outputs: list[str] = []
+        try:
+            for start in tqdm(
+                range(0, len(requests), decoding.batch_size),
+                desc=desc or self.name,
+                unit="batch",
+                leave=False,
+                disable=not progress,
+            ):
+                inputs = self._encode(requests[start : start + decoding.batch_size])
+                sampling = (
+                    {"do_sample": True, "temperature": decoding.temperature, "top_p": decoding.top_p}
+                    if decoding.do_sample
+                    else {"do_sample": False}
+                )
+                new = self.model.generate(
+                    **inputs,
+                    max_new_tokens=decoding.max_new_tokens,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    **sampling,
+                )[:, inputs["input_ids"].shape[1] :]
+                outputs.extend(self.tokenizer.batch_decode(new, skip_special_tokens=True))
+        finally:
+            torch.random.set_rng_state(generator_state)
+        return outputs
+
+    @torch.no_grad()
+    def negative_log_likelihood(self, texts: Sequence[str], max_length: int) -> tuple[float, int]:
+        total, count = 0.0, 0
+        for text in texts:
+            ids = self.tokenizer(text, return_tensors="pt").input_ids[:, :max_length].to(self.device)
+            if ids.shape[1] < 2:
+                continue
+            logits = self.model(input_ids=ids).logits[0, :-1].float()
+            nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+            if not math.isfinite(nll):
+                raise VadasmError(f"{self.path}: non-finite loss on the perplexity text")
+            total += nll
+            count += ids.shape[1] - 1
+        return total, count
+
+
+def load_backend(path: str | Path, backend: str = "transformers", device: str = "cpu") -> Backend:
+    """The one place that maps a backend name to an implementation."""
+    if backend == "transformers":
+        return TransformersBackend(path, device=device)
+    raise VadasmError(f"unknown backend {backend!r}; available: transformers")

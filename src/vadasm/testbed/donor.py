@@ -1,0 +1,272 @@
+"""Steps 2-3 of the donor: a stock LLaVA on a converted LM, taught to answer easy-vqa.
+
+Why it works in a few hundred CPU steps (SPEC §8: a plainly trained projector left yes/no questions
+at their question-only prior):
+1. the tower already knows colour and shape (`vision.py`);
+2. the projector is first fitted, without the LM, so that patch tokens land on the LM's own word
+   embeddings: even patches on the colour word, odd patches on the shape word. The LM then reads
+   "red circle red circle ..." before the question and only has to compare words;
+3. the projector and a LoRA on the LM are then trained on answer tokens only (logits are computed
+   at answer positions only), and the LoRA is merged back so the donor LM really differs from its
+   base, as in a real LLaVA.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CLIPVisionModel,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerBase,
+)
+
+from vadasm.errors import MissingExtraError
+from vadasm.eval.easyvqa import COLORS, SHAPES, VqaItem, image_labels
+from vadasm.testbed.sft import Encoded, answer_loss, collate, encode_chat, linear_warmup_decay
+
+# A reserved token of each base vocabulary becomes the image token, so no embedding is resized.
+IMAGE_TOKENS = {"smollm2": "<empty_output>", "gemma3-270m": "<unused0>"}
+
+_CONTENT = (
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}{{ '@IMG@' }}\n"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+)
+# SmolLM2-Instruct's own template (default system prompt included), taught to render images.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}" + _CONTENT + "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# Gemma 3 270M is a base model whose turn tokens are untrained: plain "Question:/Answer:" turns.
+QA_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ 'Question: ' }}" + _CONTENT + "{{ '\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ 'Answer: ' + message['content'] + eos_token + '\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Answer:' }}{% endif %}"
+)
+TEMPLATES = {"smollm2": CHATML_TEMPLATE, "gemma3-270m": QA_TEMPLATE}
+
+
+@dataclass
+class DonorRecipe:
+    base: str
+    align_steps: int = 400
+    steps: int = 400
+    batch_size: int = 16
+    lr_projector: float = 3e-4
+    lr_lora: float = 1e-3
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    seed: int = 0
+
+
+def build_processor(tokenizer: PreTrainedTokenizerBase, image_processor, base: str, patch_size: int):
+    image_token = IMAGE_TOKENS[base]
+    template = TEMPLATES[base].replace("@IMG@", image_token)
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        chat_template=template,
+        image_token=image_token,
+        num_additional_image_tokens=1,  # the CLS token, dropped again by the "default" strategy
+    )
+
+
+def image_seq_length(processor: LlavaProcessor) -> int:
+    """How many image tokens the processor writes per image (patches + extra - dropped CLS)."""
+    crop = processor.image_processor.crop_size
+    patches = (crop["height"] // processor.patch_size) * (crop["width"] // processor.patch_size)
+    dropped = 1 if processor.vision_feature_select_strategy == "default" else 0
+    return patches + processor.num_additional_image_tokens - dropped
+
+
+def assemble_llava(lm_dir: Path, tower: CLIPVisionModel, base: str) -> LlavaForConditionalGeneration:
+    """A LlavaForConditionalGeneration holding `tower`, a fresh projector and the LM from `lm_dir`."""
+    tokenizer = AutoTokenizer.from_pretrained(lm_dir)
+    lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
+    n_patches = (tower.config.image_size // tower.config.patch_size) ** 2
+    config = LlavaConfig(
+        vision_config=tower.config.to_dict(),
+        text_config=lm.config.to_dict(),
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKENS[base]),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        image_seq_length=n_patches,
+        projector_hidden_act="gelu",
+        tie_word_embeddings=lm.config.tie_word_embeddings,
+    )
+    model = LlavaForConditionalGeneration(config)
+    model.model.vision_tower.load_state_dict(tower.state_dict())
+    model.model.language_model.load_state_dict(lm.model.state_dict())
+    if lm.config.tie_word_embeddings:
+        model.tie_weights()
+    else:
+        model.lm_head.load_state_dict(lm.lm_head.state_dict())
+    return model.eval()
+
+
+def word_targets(model: LlavaForConditionalGeneration, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input embeddings (as the LM sees them, scale included) of the first token of each word."""
+    embed = model.get_input_embeddings()
+    with torch.no_grad():
+        def first_ids(words):
+            return torch.tensor([tokenizer(" " + w, add_special_tokens=False).input_ids[0] for w in words])
+
+        return embed(first_ids(COLORS)), embed(first_ids(SHAPES))
+
+
+def _tower_features(model: LlavaForConditionalGeneration, pixels: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        hidden = model.model.vision_tower(pixel_values=pixels, output_hidden_states=True).hidden_states
+        return hidden[model.config.vision_feature_layer][:, 1:]
+
+
+def align_projector(
+    model: LlavaForConditionalGeneration,
+    tokenizer,
+    train: tuple[VqaItem, ...],
+    pixels: dict[Path, torch.Tensor],
+    recipe: DonorRecipe,
+) -> dict:
+    """Fit the projector alone so even patches emit the colour word and odd patches the shape word."""
+    color_emb, shape_emb = word_targets(model, tokenizer)
+    labels = image_labels(train)
+    paths = sorted(labels)
+    x = torch.stack([pixels[p] for p in paths])
+    color = torch.tensor([COLORS.index(labels[p][0]) for p in paths])
+    shape = torch.tensor([SHAPES.index(labels[p][1]) for p in paths])
+    projector = model.model.multi_modal_projector
+    optimizer = torch.optim.AdamW(projector.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    scale = color_emb.pow(2).sum(-1).mean()
+    start = time.time()
+    for _ in tqdm(range(recipe.align_steps), desc="align projector", unit="step"):
+        idx = torch.randint(len(x), (64,), generator=generator)
+        out = projector(_tower_features(model, x[idx]))
+        target = _patch_targets(color_emb[color[idx]], shape_emb[shape[idx]], out.shape[1])
+        loss = (out - target).pow(2).sum(-1).mean() / scale
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    # How often a patch's nearest word (among the 11 colour/shape words) is the right one.
+    with torch.no_grad():
+        out = projector(_tower_features(model, x[:512]))
+        words = torch.cat([color_emb, shape_emb])
+        nearest = torch.cdist(out, words).argmin(-1)
+        truth = torch.stack([color[:512], shape[:512] + len(COLORS)], -1).repeat(1, out.shape[1] // 2)
+        hit = (nearest == truth).float().mean().item()
+    return {"align_seconds": round(time.time() - start, 1), "align_relative_mse": round(loss.item(), 4),
+            "align_nearest_word_accuracy": round(hit, 4)}
+
+
+def _patch_targets(color: torch.Tensor, shape: torch.Tensor, n_patches: int) -> torch.Tensor:
+    """(batch, n_patches, dim): colour embedding at even patches, shape embedding at odd ones."""
+    pair = torch.stack([color, shape], dim=1)
+    return pair.repeat(1, n_patches // 2, 1)
+
+
+def encode_item(processor: LlavaProcessor, question: str, answer: str, with_image: bool = True) -> Encoded:
+    """Token ids of prompt + answer exactly as `processor` renders them, image tokens expanded."""
+    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
+    user = {"role": "user", "content": content}
+    prompt = processor.apply_chat_template([user], add_generation_prompt=True)
+    full = processor.apply_chat_template([user, {"role": "assistant", "content": answer}])
+    n_image = image_seq_length(processor)
+    token = processor.image_token
+    return encode_chat(processor.tokenizer, prompt, full, lambda text: text.replace(token, token * n_image))
+
+
+def _lora(model: LlavaForConditionalGeneration, recipe: DonorRecipe):
+    try:
+        from peft import LoraConfig, LoraModel
+    except ImportError as err:
+        raise MissingExtraError("peft", "testbed", "Training the LLaVA donor") from err
+    config = LoraConfig(
+        r=recipe.lora_rank,
+        lora_alpha=recipe.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
+    return LoraModel(model.model.language_model, config, "default")
+
+
+def train_donor(
+    model: LlavaForConditionalGeneration,
+    processor: LlavaProcessor,
+    train: tuple[VqaItem, ...],
+    pixels: dict[Path, torch.Tensor],
+    recipe: DonorRecipe,
+) -> dict:
+    """Train projector + LoRA on answer tokens only, then merge the LoRA into the LM weights."""
+    torch.manual_seed(recipe.seed)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    lora = _lora(model, recipe)
+    model.model.language_model = lora.model
+    lora_params = [p for n, p in lora.named_parameters() if "lora_" in n]
+    for param in lora_params:
+        param.requires_grad_(True)
+    projector_params = list(model.model.multi_modal_projector.parameters())
+    for param in projector_params:
+        param.requires_grad_(True)
+    optimizer = torch.optim.AdamW(
+        [{"params": projector_params, "lr": recipe.lr_projector}, {"params": lora_params, "lr": recipe.lr_lora}],
+        weight_decay=0.0,
+    )
+    schedule = linear_warmup_decay(optimizer, recipe.steps)
+    order = list(range(len(train)))
+    random.Random(recipe.seed).shuffle(order)
+    encoded: dict[int, Encoded] = {}
+    pad = processor.tokenizer.pad_token_id or 0
+    model.train()
+    losses: list[float] = []
+    start = time.time()
+    progress = tqdm(range(recipe.steps), desc=f"llava-{recipe.base}", unit="step")
+    for step in progress:
+        batch_idx = [order[(step * recipe.batch_size + k) % len(order)] for k in range(recipe.batch_size)]
+        for i in batch_idx:
+            if i not in encoded:
+                encoded[i] = encode_item(processor, train[i].question, train[i].answers[0])
+        batch = collate([encoded[i] for i in batch_idx], pad)
+        pixel_values = torch.stack([pixels[train[i].image_path] for i in batch_idx])
+        hidden = model.model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, pixel_values=pixel_values
+        ).last_hidden_state
+        loss = answer_loss(hidden, model.lm_head, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step % 10 == 0:
+            progress.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+    model.model.language_model = lora.merge_and_unload()
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return {
+        "recipe": asdict(recipe),
+        "train_seconds": round(time.time() - start, 1),
+        "questions_seen": recipe.steps * recipe.batch_size,
+        "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
+    }
