@@ -29,12 +29,7 @@ def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     _register_subcommands()
     try:
-        app(standalone_mode=False)
+        app()  # click handles --help and usage errors itself (exit 2 with usage text)
     except VadasmError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(1)

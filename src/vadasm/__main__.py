@@ -1,0 +1,3 @@
+from vadasm.cli import main
+
+main()
