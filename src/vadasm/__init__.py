@@ -1,3 +1,6 @@
 """vadasm: training-free model merging, vision grafting and SVD blending, measured honestly."""
 
 __version__ = "0.1.0"
+
+# The seed's API name, usable on plain tensors.
+from vadasm.align.hungarian import hungarian_neuron_alignment as hungarian_neuron_alignment  # noqa: E402

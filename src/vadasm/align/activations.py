@@ -1,0 +1,70 @@
+"""Activation-based similarity: what each unit does on real inputs, not what its weights look like.
+
+Runs a transformers forward pass over real text (the evaluation harness's validation prose by
+default, never test data) and records the input of each group's down/o projection: the MLP
+neuron activations and the per-head attention outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vadasm.align.layout import UnitGroup
+from vadasm.errors import VadasmError
+
+
+def validation_token_ids(model_path: str | Path, max_tokens: int = 2048, seq_len: int = 128) -> list[torch.Tensor]:
+    """Token ids of the held-out validation prose (eval task `perplexity`, split `val`)."""
+    from transformers import AutoTokenizer
+
+    from vadasm.eval.tasks import perplexity_texts
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError) as err:
+        raise VadasmError(f"{model_path}: activation alignment needs the model's tokenizer ({err})") from None
+    batches, total = [], 0
+    for text in perplexity_texts("val"):
+        ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=seq_len)["input_ids"]
+        batches.append(ids)
+        total += ids.shape[1]
+        if total >= max_tokens:
+            break
+    return batches
+
+
+@torch.no_grad()
+def measure_activations(model_path: str | Path, modules: list[str],
+                        input_ids: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{module name: [tokens, features]} inputs of the named modules over the given batches."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    named = dict(model.named_modules())
+    missing = [m for m in modules if m not in named]
+    if missing:
+        raise VadasmError(f"{model_path}: no module '{missing[0]}' to record activations from")
+    records: dict[str, list[torch.Tensor]] = {m: [] for m in modules}
+    hooks = [named[m].register_forward_pre_hook(
+        lambda _mod, args, m=m: records[m].append(args[0].reshape(-1, args[0].shape[-1]).float()))
+        for m in modules]
+    try:
+        for ids in input_ids:
+            model(input_ids=ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {m: torch.cat(chunks) for m, chunks in records.items()}
+
+
+def activation_pairs(reference: str | Path, model: str | Path, groups: list[UnitGroup],
+                     input_ids: list[torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(reference, model) activations for every dense MLP and attention group (experts see
+    different tokens in the two models, so they keep weight similarity)."""
+    modules = sorted({g.activation_module for g in groups
+                      if g.activation_module and ".expert" not in g.key and ".shared_expert" not in g.key})
+    ref = measure_activations(reference, modules, input_ids)
+    oth = measure_activations(model, modules, input_ids)
+    return {m: (ref[m], oth[m]) for m in modules}
