@@ -11,14 +11,17 @@ from tqdm import tqdm
 from vadasm import __version__
 from vadasm.align.activations import activation_pairs, validation_token_ids
 from vadasm.align.layout import unit_groups
-from vadasm.align.model import Alignment, AlignmentReport, compute_alignment
+from vadasm.align.model import SIMILARITIES, Alignment, AlignmentReport, compute_alignment
 from vadasm.arch import Architecture, architecture_for
+from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free
 
 
 def align_checkpoints(reference: Checkpoint, models: list[Checkpoint], arch: Architecture,
                       similarity_kind: str = "weights") -> dict[Path, Alignment]:
     """One alignment per distinct model (keyed by folder); the reference itself stays as it is."""
+    if similarity_kind not in SIMILARITIES:
+        raise VadasmError(f"unknown alignment similarity '{similarity_kind}' (choose {', '.join(SIMILARITIES)})")
     alignments: dict[Path, Alignment] = {}
     for model in models:
         if model.path in alignments or model.path == reference.path:

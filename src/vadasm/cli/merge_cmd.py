@@ -35,6 +35,9 @@ def merge(
         help="Seed for DARE's random masks (recorded in vadasm_config.json).")] = None,
     exclude_norms: Annotated[bool, typer.Option(
         "--exclude-norms", help="Copy normalisation weights from the base instead of merging them.")] = False,
+    align: Annotated[str | None, typer.Option(
+        help="Permute each input's MLP neurons and attention heads to match the base (Hungarian weight "
+             "matching) before merging: 'weights' or 'activations' (measured on held-out validation text).")] = None,
     device: Device = "cpu",
     force: Force = False,
     allow_pickle: AllowPickle = False,
@@ -60,11 +63,16 @@ def merge(
     raw = _apply_flags(raw, method, base, model, weight, density, param, seed, exclude_norms)
     recipe = recipe_from_dict(raw, source=paths[0] if len(paths) == 2 else "flags")
     options = MergeOptions(dtype=dtype, shard_size=shard_size, force=force, allow_pickle=allow_pickle,
-                           trust_remote_code=trust_remote_code, device=device, progress=not (quiet or as_json))
+                           trust_remote_code=trust_remote_code, device=device, progress=not (quiet or as_json),
+                           align=align)
     result = run_merge(recipe, output, options)
     lines = [f"merged {result.merged}/{result.tensors} tensors ({result.architecture}, {result.merge_method}) "
              f"-> {result.output} in {result.seconds:.1f}s"]
     lines += [f"  not merged: {a.name}: {a.action} ({a.reason})" for a in result.not_merged]
+    for report in result.alignment or []:
+        summary = report["summary"]
+        lines.append(f"  aligned {report['model']}: {summary['moved_fraction']:.1%} of units moved, distance to "
+                     f"reference {summary['distance_before']:.4g} -> {summary['distance_after']:.4g}")
     emit(result.to_dict(), as_json, lines, quiet)
 
 

@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from vadasm import __version__
+from vadasm.align import Alignment, align_checkpoints
 from vadasm.arch import Architecture, architecture_for
 from vadasm.errors import VadasmError
 from vadasm.io import (
@@ -53,6 +54,7 @@ class MergeResult:
     merged: int
     not_merged: list[TensorAction] = field(default_factory=list)
     seconds: float = 0.0
+    alignment: list[dict] | None = None  # per input model, when aligned (vadasm.align reports)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,6 +71,7 @@ class MergeOptions:
     trust_remote_code: bool = False
     device: str = "cpu"
     progress: bool = True
+    align: str | None = None  # "weights" or "activations": permute inputs' neurons/heads to the reference first
 
 
 def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | None = None) -> MergeResult:
@@ -87,6 +90,7 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
         options.dtype or recipe.out_dtype or recipe.dtype) else None
 
     actions = plan_tensors(reference, list(checkpoints.values()), arch, recipe.exclude_norms)
+    alignments = align_checkpoints(reference, inputs, arch, options.align) if options.align else {}
     plan = [PlannedTensor(a.name, a.shape, out_dtype or _torch_dtype(reference, a.name)) for a in actions]
     num_layers = arch.num_layers() or 1
     merged = 0
@@ -98,7 +102,7 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
                 tensor = reference.get_checked(action.name)
             else:
                 t = 0.0 if action.layer is None else (action.layer / (num_layers - 1) if num_layers > 1 else 1.0)
-                tensor = _merge_tensor(recipe, method, action, base, inputs, t, options.device)
+                tensor = _merge_tensor(recipe, method, action, base, inputs, t, options.device, alignments)
                 merged += 1
             writer.write(action.name, tensor)
         writer.close()
@@ -111,12 +115,15 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
             "architecture": arch.model_type,
             "not_merged": [asdict(a) for a in actions if a.action != "merge"],
         }
+        if options.align:
+            provenance["alignment"] = [a.report.to_dict() for a in alignments.values()]
         (tmp / "vadasm_config.json").write_text(json.dumps(provenance, indent=2) + "\n")
 
     return MergeResult(
         output=str(output), merge_method=method.name, architecture=arch.model_type, tensors=len(actions),
         merged=merged, not_merged=[a for a in actions if a.action != "merge"],
         seconds=round(time.perf_counter() - started, 3),
+        alignment=[a.report.to_dict() for a in alignments.values()] if options.align else None,
     )
 
 
@@ -156,11 +163,14 @@ def plan_tensors(reference: Checkpoint, models: list[Checkpoint], arch: Architec
 
 
 def _merge_tensor(recipe: MergeConfig, method, action: TensorAction, base: Checkpoint | None,
-                  inputs: list[Checkpoint], t: float, device: str) -> torch.Tensor:
+                  inputs: list[Checkpoint], t: float, device: str,
+                  alignments: dict[Path, Alignment] | None = None) -> torch.Tensor:
     name, shape = action.name, action.shape
 
     def load(ck: Checkpoint) -> torch.Tensor:
         tensor = ck.get_checked(name)
+        if alignments and ck.path in alignments:
+            tensor = alignments[ck.path].apply(name, tensor)
         if tuple(tensor.shape) != shape:  # planned truncation of a larger vocabulary
             tensor = tensor[tuple(slice(0, s) for s in shape)]
         return tensor.to(device=device, dtype=torch.float32)
