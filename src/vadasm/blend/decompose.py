@@ -74,7 +74,7 @@ def run_decompose(
         else:
             chosen.append(name)
     fingerprint = ckpt.fingerprint()
-    manifest: dict = {"format": FORMAT, "source": str(ckpt.path), "fingerprint": fingerprint,
+    manifest: dict = {"format": FORMAT, "source": str(ckpt.path.resolve()), "fingerprint": fingerprint,
                       "tool": f"vadasm {__version__}", "tensors": {}}
     with atomic_output_dir(output, force) as tmp:
         for name in tqdm(chosen, desc="decompose", unit="tensor", disable=not progress):
@@ -85,7 +85,7 @@ def run_decompose(
                       str(tmp / file), metadata={"name": name})
             manifest["tensors"][name] = {"file": file, "shape": list(ckpt.shape(name))}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return DecomposeResult(str(Path(output).resolve()), str(ckpt.path), fingerprint, len(chosen), skipped,
+    return DecomposeResult(str(Path(output).resolve()), str(ckpt.path.resolve()), fingerprint, len(chosen), skipped,
                            round(time.perf_counter() - start, 3))
 
 

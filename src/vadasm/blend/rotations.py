@@ -128,8 +128,8 @@ def run_rotations(
             for m in measure_chain(svds, chain_w, top_k):
                 rows.append(_row(name, layer, kind, which, labels, k, m))
     report = RotationReport(
-        output=str(Path(output).expanduser().resolve()), base=str(chain[0].path),
-        models=[str(c.path) for c in chain[1:]], top_k=top_k, seed=seed, tensors=len(chosen), skipped=skipped,
+        output=str(Path(output).expanduser().resolve()), base=str(chain[0].path.resolve()),
+        models=[str(c.path.resolve()) for c in chain[1:]], top_k=top_k, seed=seed, tensors=len(chosen), skipped=skipped,
         summary=_summary(rows), seconds=0.0, rows=rows,
     )
     with atomic_output_dir(output, force) as tmp:

@@ -179,8 +179,8 @@ def run_blend(before_ref: str, after_ref: str, output: str | Path, options: Blen
             writer.close()
         blended_keys = [n for n in blended if n not in skipped]
         provenance = {
-            "before": {"path": str(before.path), "fingerprint": before_print},
-            "after": {"path": str(after.path), "fingerprint": after_print},
+            "before": {"path": str(before.path.resolve()), "fingerprint": before_print},
+            "after": {"path": str(after.path.resolve()), "fingerprint": after_print},
         }
         recipe = {
             "rank": options.rank, "include": options.selector.include, "exclude": options.selector.exclude,
