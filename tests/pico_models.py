@@ -94,3 +94,92 @@ def relayout_llava_to_new_names(folder: Path) -> None:
             name = "model." + name
         renamed[name] = tensor
     save_file(renamed, file, metadata={"format": "pt"})
+
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
+
+
+def make_word_tokenizer(folder: Path, words: list[str], chat_template: str | None = None) -> Path:
+    """A real (fast) tokenizer over `words` (ids 0-3 are pad/bos/eos/unk), saved in `folder`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + list(words))}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.add_special_tokens([t for t in vocab if t.startswith("<") and t.endswith(">")])  # never split
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>",
+                                        eos_token="</s>", unk_token="<unk>")
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(folder)
+    return Path(folder)
+
+
+def make_llava_donor(folder: Path, text_type: str = "llama", seed: int = 0, words: list[str] | None = None,
+                     text_folder: Path | None = None, lm_noise: float = 0.0, **text_overrides) -> Path:
+    """A tiny LLaVA donor with tokenizer and processor: words + '<image>' fill its vocabulary.
+
+    With `text_folder`, its language model starts from that text model's weights (plus seeded noise
+    of scale `lm_noise`: a 'fine-tuned' donor LM over a shared base, class A)."""
+    import shutil
+
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        CLIPImageProcessor,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    words = list(words if words is not None else [f"w{i}" for i in range(VOCAB - len(SPECIAL_TOKENS) - 1)])
+    image_index = len(SPECIAL_TOKENS) + len(words)
+    vocab = image_index + 1
+    if text_folder is not None:
+        lm = AutoModelForCausalLM.from_pretrained(text_folder)
+        vocab = lm.config.vocab_size
+        image_index = vocab - 1
+        words = words[: image_index - len(SPECIAL_TOKENS)]
+        text_overrides = {k: getattr(lm.config, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers")}
+    make_llava(folder, text_type, seed, image_token_index=image_index, vocab_size=vocab, **text_overrides)
+    if text_folder is not None:
+        model = LlavaForConditionalGeneration.from_pretrained(folder)
+        model.model.language_model.load_state_dict(lm.model.state_dict())
+        model.lm_head.load_state_dict(lm.lm_head.state_dict())
+        gen = torch.Generator().manual_seed(seed + 100)
+        with torch.no_grad():
+            for param in model.model.language_model.parameters():
+                param.add_(lm_noise * torch.randn(param.shape, generator=gen))
+        model.save_pretrained(folder)
+    tokenizer_dir = make_word_tokenizer(Path(folder) / "_tok", words + ["<image>"])
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    template = ("{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
+                "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}")
+    LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                   vision_feature_select_strategy="default", chat_template=template, image_token="<image>",
+                   num_additional_image_tokens=1).save_pretrained(folder)
+    shutil.rmtree(tokenizer_dir)
+    return Path(folder)
+
+
+def make_text_recipient(folder: Path, model_type: str = "llama", seed: int = 0, words: list[str] | None = None,
+                        chat_template: str | None = None, **overrides) -> Path:
+    """A tiny text model with a word tokenizer over `words` (default: the donor's words)."""
+    words = list(words if words is not None else [f"w{i}" for i in range(VOCAB - len(SPECIAL_TOKENS) - 1)])
+    make_text_model(folder, model_type, seed, **overrides)
+    make_word_tokenizer(folder, words, chat_template)
+    return Path(folder)
+
+
+def make_png_images(folder: Path, count: int = 6, size: int = 16, seed: int = 0) -> Path:
+    """`count` small random RGB images, for calibration and generation tests."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+    for i in range(count):
+        pixels = (torch.rand(size, size, 3, generator=gen) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"img{i}.png")
+    return folder

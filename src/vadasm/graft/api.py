@@ -1,0 +1,20 @@
+"""`VADASMMerger`, the seed's entry point, as a thin class over `graft`."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from vadasm.graft.run import GraftOptions, GraftResult, graft
+
+
+class VADASMMerger:
+    """`VADASMMerger(base=..., beta=...).merge(small, large, output)`: graft the large (donor)
+    vision-language model onto the small (recipient) one; `vision=False` gives the text-only merge.
+    Keyword arguments are `GraftOptions` fields."""
+
+    def __init__(self, options: GraftOptions | None = None, **overrides):
+        self.options = replace(options or GraftOptions(), **overrides)
+
+    def merge(self, small: str | Path, large: str | Path, output: str | Path, vision: bool = True) -> GraftResult:
+        return graft(large, small, output, replace(self.options, text_only=not vision))
