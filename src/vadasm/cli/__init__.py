@@ -22,7 +22,17 @@ app = typer.Typer(
 
 def _register_subcommands() -> None:
     # Imported for their side effect: each module adds its commands to `app`.
-    from vadasm.cli import align_cmd, blend_cmd, eval_cmd, graft_cmd, inspect_cmd, merge_cmd, moe_cmd, testbed_cmd  # noqa: F401
+    from vadasm.cli import (  # noqa: F401
+        align_cmd,
+        blend_cmd,
+        eval_cmd,
+        graft_cmd,
+        inspect_cmd,
+        merge_cmd,
+        moe_cmd,
+        testbed_cmd,
+        transfer_cmd,
+    )
 
 
 def main() -> None:
