@@ -25,13 +25,16 @@ def _register_subcommands() -> None:
     from vadasm.cli import (  # noqa: F401
         align_cmd,
         blend_cmd,
+        card_cmd,
         eval_cmd,
         graft_cmd,
         inspect_cmd,
         merge_cmd,
         moe_cmd,
+        push_cmd,
         testbed_cmd,
         transfer_cmd,
+        tune_cmd,
     )
 
 

@@ -1,0 +1,170 @@
+"""`vadasm tune`: search merge / graft coefficients on validation data, report the winner on test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from vadasm.cli import app
+from vadasm.cli.common import AsJson, Device, Force, Quiet, emit
+from vadasm.errors import VadasmError
+
+
+def parse_pairs(values: list[str] | None, flag: str, number: bool = False) -> dict:
+    out = {}
+    for value in values or []:
+        key, eq, rest = value.partition("=")
+        if not eq or not key or not rest:
+            raise VadasmError(f"{flag} {value!r}: write KEY=VALUE")
+        if number:
+            try:
+                out[key.strip()] = float(rest)
+            except ValueError:
+                raise VadasmError(f"{flag} {value!r}: {rest!r} is not a number") from None
+        else:
+            out[key.strip()] = yaml.safe_load(rest)
+    return out
+
+
+@app.command("tune")
+def tune_command(
+    param: Annotated[list[str], typer.Option(
+        help="A coefficient to search: NAME=LOW:HIGH[@DEFAULT], NAME=LOW:HIGH:int or NAME=A,B,C[@DEFAULT]. "
+             "Repeatable. Graft names: beta, density, protect_ratio, map_method, merge_method.")],
+    recipient: Annotated[str | None, typer.Option(
+        help="The model being changed (the 'change nothing' candidate). Default: the recipe's base_model.")] = None,
+    recipe: Annotated[Path | None, typer.Option(
+        help="Merge recipe (mergekit YAML) with ${NAME} placeholders for the tuned values.")] = None,
+    donor: Annotated[str | None, typer.Option(help="Graft mode: the vision-language donor.")] = None,
+    base: Annotated[str | None, typer.Option(
+        help="Graft mode: the common base for the class A language delta.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Graft mode: a fixed graft option KEY=VALUE (e.g. merge_method=ties). Repeatable.")] = None,
+    tasks: Annotated[str, typer.Option(
+        help="Objective tasks, comma-separated (harness: easyvqa, arith; benchmarks need --data).")] = "arith",
+    weight: Annotated[list[str] | None, typer.Option(
+        help="Objective weight TASK=W (default 1 for each task). Repeatable.")] = None,
+    data: Annotated[list[str] | None, typer.Option(help="Benchmark data TASK=FILE_OR_HUB_ID. Repeatable.")] = None,
+    search: Annotated[str, typer.Option(help="grid, cma (CMA-ES), tpe (optuna) or deap (genetic).")] = "grid",
+    trials: Annotated[int | None, typer.Option(
+        help="Most search candidates to evaluate (default: the whole grid / all generations; cma/tpe: 30).")] = None,
+    grid_points: Annotated[int, typer.Option(help="Grid values per float range.")] = 5,
+    population: Annotated[int, typer.Option(help="DEAP population size (seed: 30).")] = 30,
+    generations: Annotated[int, typer.Option(help="DEAP generations (seed: 15).")] = 15,
+    limit: Annotated[int | None, typer.Option(help="Validation/test items per task.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the optimizer, item sampling and DARE masks.")] = 0,
+    workers: Annotated[int, typer.Option(help="Candidates evaluated in parallel processes.")] = 1,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Evaluate candidates as Ray tasks on this cluster address ('auto' for a local one).")] = None,
+    out: Annotated[Path, typer.Option(
+        help="Run folder: trials.jsonl (resumable), tune_result.json, tune_search.png.")] = Path("vadasm-tune"),
+    output: Annotated[Path | None, typer.Option(
+        help="Write the winning model here, with tuning, validation, gate and test scores in vadasm_config.json.")]
+        = None,
+    test: Annotated[bool, typer.Option("--test/--no-test", help="Re-score the winner on the test split.")] = True,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 16,
+    device: Device = "cpu",
+    force: Force = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Tune merge or graft coefficients on the validation split, against the change-nothing candidate.
+
+    The recipient alone, the untuned defaults and (for grafts) the zero-delta graft are always
+    evaluated first; the winner is the best validation objective (ties go to those references) and
+    is then re-scored on the test split, which no decision saw. A winner below the recipient (text)
+    or below its blind run (vision) fails the validation gate, shown here and recorded in the model.
+    Rerunning with the same --out resumes from its trials.jsonl.
+
+    Example: vadasm tune --donor testbed:llava-smollm2 --recipient testbed:smollm2-arith --base testbed:smollm2
+    --param beta=0:1.5@1 --param protect_ratio=0:0.5@0.2 --tasks easyvqa,arith --limit 200 --search tpe --trials 20
+    """
+    from vadasm.cli.eval_cmd import resolve_model
+    from vadasm.io import check_output_free
+    from vadasm.tune import GraftBuilder, HarnessObjective, MergeBuilder, make_optimizer, space_from_specs, tune
+    from vadasm.tune.plot import plot_search
+
+    space = space_from_specs(param)
+    if (recipe is None) == (donor is None):
+        raise VadasmError("give either --recipe (merge) or --donor (graft)")
+    if output is not None:
+        check_output_free(output, force)
+    if recipe is not None:
+        template = load_recipe_template(recipe)
+        ref = recipient or template.get("base_model")
+        if not ref:
+            raise VadasmError(f"{recipe}: no base_model; say which model is unchanged with --recipient")
+        builder = MergeBuilder(template, str(resolve_model(ref)))
+    else:
+        if recipient is None:
+            raise VadasmError("graft mode needs --recipient")
+        fixed = parse_pairs(set_, "--set") | ({"base": str(resolve_model(base))} if base else {})
+        builder = GraftBuilder(str(resolve_model(donor)), str(resolve_model(recipient)), fixed)
+    builder.check(space.names)
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    weights = {t: 1.0 for t in task_list} | parse_pairs(weight, "--weight", number=True)
+    if set(weights) != set(task_list):
+        raise VadasmError(f"--weight names {sorted(set(weights) - set(task_list))} are not in --tasks")
+    objective = HarnessObjective(builder, weights, limit, seed, parse_pairs(data, "--data"), device, batch_size,
+                                 workdir=None)
+    budget = trials if trials is not None else (30 if search in ("cma", "tpe") else None)
+    optimizer = make_optimizer(search, space, seed, grid_points, population, generations, batch=max(workers, 1))
+    out.mkdir(parents=True, exist_ok=True)
+    result = tune(objective, space, optimizer, budget, out / "trials.jsonl", workers, ray,
+                  builder.zero_params(), seed, test, progress=not quiet)
+    (out / "tune_result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    plot = plot_search(result, out / "tune_search.png")
+    lines = result.lines() + [f"trials: {out / 'trials.jsonl'}", f"plot: {plot}"]
+    if output is not None:
+        if result.best.kind == "recipient":
+            lines.append(f"nothing written to {output}: changing nothing scored best on validation")
+        else:
+            builder.build(result.best.params, output)
+            record_tuning(output, result, weights, search)
+            lines.append(f"winner written to {output}")
+    emit(result.to_dict() | {"plot": str(plot)}, as_json, lines, quiet)
+    if result.gate and not result.gate.passed and not quiet and not as_json:
+        typer.echo("warning: the winner fails the validation gate (see above)", err=True)
+
+
+def load_recipe_template(path: Path) -> dict:
+    """The recipe as plain YAML (placeholders stay strings until each trial fills them in)."""
+    if not path.is_file():
+        raise VadasmError(f"{path}: recipe file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise VadasmError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise VadasmError(f"{path}: a recipe is a YAML mapping")
+    return raw
+
+
+def record_tuning(output: Path, result, weights: dict[str, float], search: str) -> None:
+    """Tuning, validation (with the gate) and test sections of the winner's vadasm_config.json."""
+    from vadasm.card import hardware_summary
+    from vadasm.tune.gate import record_in_config
+
+    recipient = result.reference("recipient")
+    record_in_config(output, "tuning", {
+        "search": search, "objective_weights": weights, "space": result.space, "seed": result.seed,
+        "winner": {"kind": result.best.kind, "params": result.best.params},
+        "candidates": len([t for t in result.trials if t.kind == "search"]),
+        "improved_over_default": result.improved_over_default,
+        "improved_over_recipient": result.improved_over_recipient,
+        "references": {k: {"params": t.params, "objective": t.objective}
+                       for k in ("recipient", "default", "zero_delta") if (t := result.reference(k))},
+        "seconds": result.seconds, "hardware": hardware_summary(),
+    })
+    record_in_config(output, "validation", {
+        "split": "val", "scores": result.best_validation.scores, "recipient": recipient.scores,
+        "objective": result.best_validation.objective, "gate": result.gate.to_dict(),
+    })
+    if result.test:
+        record_in_config(output, "test", {"split": "test", **{
+            name: {"params": t.params, "objective": t.objective, "scores": t.scores} for name, t in result.test.items()
+        }})
