@@ -141,15 +141,26 @@ def _build_donor(name: str):
         from transformers import AutoTokenizer, CLIPVisionModel
 
         from vadasm.eval.easyvqa import load_split
-        from vadasm.testbed.donor import DonorRecipe, align_projector, assemble_llava, build_processor, train_donor
+        from vadasm.testbed.donor import (
+            IMAGE_TOKENS,
+            TEMPLATES,
+            DonorRecipe,
+            align_projector,
+            assemble_llava,
+            build_processor,
+            train_donor,
+        )
         from vadasm.testbed.vision import image_processor
 
         base = DONOR_BASE[name]
         lm_dir, tower_dir = artefact_dir(base), artefact_dir("vision-tower")
         tower = CLIPVisionModel.from_pretrained(tower_dir)
-        model = assemble_llava(lm_dir, tower, base)
+        model = assemble_llava(lm_dir, tower, IMAGE_TOKENS[base])
         tokenizer = AutoTokenizer.from_pretrained(lm_dir)
-        processor = build_processor(tokenizer, image_processor(tower.config.image_size), base, tower.config.patch_size)
+        processor = build_processor(
+            tokenizer, image_processor(tower.config.image_size), IMAGE_TOKENS[base], TEMPLATES[base],
+            tower.config.patch_size,
+        )
         recipe = DonorRecipe(base=base, steps=options.donor_steps, align_steps=options.align_steps, seed=options.seed)
         train = load_split("train")
         pixels = _pixels(("train",))

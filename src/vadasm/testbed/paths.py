@@ -14,9 +14,9 @@ ARTEFACTS = (
     "gemma3-270m",
     "vision-tower",
     "llava-smollm2",
-    "llava-gemma3",
     "smollm2-arith",
-)
+    "llava-gemma3",
+)  # also the build order: the SmolLM2 scenario (class A) first
 
 
 def vadasm_home() -> Path:

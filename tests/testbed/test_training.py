@@ -1,0 +1,69 @@
+"""Training code on tiny random models: answer-only loss, LoRA merged back, projector alignment."""
+
+import torch
+import torch.nn.functional as F
+from tiny_vlm import fake_vqa_items, make_text_lm, make_tiny_llava, make_tokenizer, write_images
+
+from vadasm.testbed.donor import DonorRecipe, align_projector, encode_item, image_seq_length, train_donor
+from vadasm.testbed.recipient import encode_problem
+from vadasm.testbed.sft import Encoded, answer_loss, collate
+from vadasm.testbed.vision import image_processor, load_pixels
+
+
+def test_answer_loss_equals_full_cross_entropy_at_answer_positions():
+    torch.manual_seed(0)
+    seqs = [Encoded([5, 6, 7, 8], 2), Encoded([5, 9, 10], 1)]
+    batch = collate(seqs, pad_id=0)
+    assert batch.input_ids.tolist() == [[5, 6, 7, 8], [5, 9, 10, 0]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    hidden = torch.randn(2, 4, 8)
+    head = torch.nn.Linear(8, 12, bias=False)
+    logits = head(hidden)
+    # positions predicting tokens 7, 8 (row 0) and 9, 10 (row 1)
+    expected = F.cross_entropy(
+        torch.stack([logits[0, 1], logits[0, 2], logits[1, 0], logits[1, 1]]), torch.tensor([7, 8, 9, 10])
+    )
+    assert torch.allclose(answer_loss(hidden, head, batch), expected)
+
+
+def test_encode_item_matches_the_processor_and_ends_at_eos(tmp_path):
+    lm = make_text_lm(tmp_path / "lm")
+    _, _, processor = make_tiny_llava(tmp_path / "vlm", lm)
+    encoded = encode_item(processor, "what color is the shape?", "red")
+    tokenizer = processor.tokenizer
+    answer = encoded.ids[encoded.answer_start :]
+    assert tokenizer.convert_ids_to_tokens(answer) == ["red", "<eos>"]
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    assert encoded.ids.count(image_id) == image_seq_length(processor) == 4
+    blind = encode_item(processor, "what color is the shape?", "red", with_image=False)
+    assert image_id not in blind.ids
+
+
+def test_recipient_examples_use_the_chat_template(tmp_path):
+    tokenizer = make_tokenizer()
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['role'] + ' : ' + m['content'] + ' ' + eos_token }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'assistant :' }}{% endif %}"
+    )
+    encoded = encode_problem(tokenizer, "what is 3 + 4 ?", "7")
+    assert tokenizer.convert_ids_to_tokens(encoded.ids[encoded.answer_start :]) == ["7", "<eos>"]
+
+
+def test_donor_training_merges_lora_into_the_language_model(tmp_path):
+    lm = make_text_lm(tmp_path / "lm")
+    _, model, processor = make_tiny_llava(tmp_path / "vlm", lm)
+    items = fake_vqa_items(write_images(tmp_path / "images"))
+    pixels = load_pixels(items, image_processor(16))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    recipe = DonorRecipe(base="tiny", align_steps=30, steps=3, batch_size=4, lr_lora=1e-2)
+    aligned = align_projector(model, processor.tokenizer, items, pixels, recipe)
+    assert aligned["align_relative_mse"] < 1.0
+    metrics = train_donor(model, processor, items, pixels, recipe)
+    after = model.state_dict()
+    assert set(after) == set(before)  # no LoRA tensors left behind
+    assert not any("lora" in name for name in after)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any("language_model.layers.0.self_attn.q_proj" in k for k in changed)
+    assert any("multi_modal_projector" in k for k in changed)
+    assert not any("vision_tower" in k for k in changed)  # the pretrained tower stays frozen
+    assert metrics["questions_seen"] == 12
