@@ -52,8 +52,9 @@ def into_dense(
     base: Annotated[str | None, typer.Option(
         help="Dense model the MoE's delta is measured from (e.g. what it was upcycled from); default DENSE.")] = None,
     weight: Weight = 1.0,
-    method: Annotated[str, typer.Option(help="norm_avg (mean rescaled to the experts' mean norm) or uniform.")]
-    = "norm_avg",
+    method: Annotated[str, typer.Option(
+        help="uniform (plain mean; closest to the MoE's function in results/moe_synthetic.json) or norm_avg "
+             "(mean rescaled to the experts' mean norm).")] = "uniform",
     top_k: Annotated[int | None, typer.Option(
         help="Aggregate only the k experts the router picks most on held-out validation text.")] = None,
     usage_weighted: Annotated[bool, typer.Option(

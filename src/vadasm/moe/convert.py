@@ -108,7 +108,7 @@ def dense_into_moe(moe_ref, base_ref, tuned_ref, output, weight: float = 1.0, sc
     return result
 
 
-def moe_into_dense(dense_ref, moe_ref, output, base_ref=None, weight: float = 1.0, method: str = "norm_avg",
+def moe_into_dense(dense_ref, moe_ref, output, base_ref=None, weight: float = 1.0, method: str = "uniform",
                    top_k: int | None = None, usage_weighted: bool = False,
                    input_ids: list[torch.Tensor] | None = None, force: bool = False,
                    progress: bool = True) -> MoeResult:
