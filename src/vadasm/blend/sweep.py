@@ -146,31 +146,21 @@ def run_blend(before_ref: str, after_ref: str, output: str | Path, options: Blen
         for planned in tqdm(plan, desc="blend", unit="tensor", disable=not options.progress):
             name = planned.name
             w_after = after.get_checked(name)
-            if name not in blended_set:
+            spectra = None
+            if name in blended_set:
+                stored = store.get(name) if store is not None and name in store else None
+                if stored is not None and not _check_svd(stored, planned.shape, options.rank):
+                    skipped[name] = "sigma_mismatch"
+                else:
+                    reused += stored is not None
+                    spectra = _spectra(w_after, before.get_checked(name), stored, options)
+            if spectra is None:  # copied from the after model
                 for writer in writers:
                     writer.write(name, w_after)
                 continue
-            w_before = before.get_checked(name)
-            w_after_dev = w_after.to(options.device)
-            if torch.equal(w_before, w_after):  # a frozen layer: same spectrum, nothing to compute but S
-                s_after = s_before = singular_values_fp32(w_after_dev)
-                shift = None
-            else:
-                svd = store.get(name) if store is not None and name in store else None
-                if svd is not None and not _check_svd(svd, planned.shape, options.rank):
-                    skipped[name] = "sigma_mismatch"
-                    for writer in writers:
-                        writer.write(name, w_after)
-                    continue
-                if svd is None:
-                    svd = svd_fp32(w_after_dev)
-                else:
-                    reused += 1
-                    svd = Svd(svd.U.to(options.device), svd.S.to(options.device), svd.Vh.to(options.device))
-                s_before = singular_values_fp32(w_before.to(options.device))
-                s_after = svd.S
-                shift = sigma_shift(svd, s_before, options.rank)
-            for writer, (_, w) in zip(writers, blend_weights(w_after_dev, shift, options.alphas), strict=True):
+            shift, s_before, s_after = spectra
+            for writer, (_, w) in zip(writers, blend_weights(w_after.to(options.device), shift, options.alphas),
+                                      strict=True):
                 writer.write(name, w)
             sigma_log[f"{name}/S_before"] = s_before.cpu().clone()
             sigma_log[f"{name}/S_after"] = s_after.cpu().clone()
@@ -178,7 +168,7 @@ def run_blend(before_ref: str, after_ref: str, output: str | Path, options: Blen
         for writer in writers:
             writer.close()
         blended_keys = [n for n in blended if n not in skipped]
-        provenance = {
+        inputs = {
             "before": {"path": str(before.path.resolve()), "fingerprint": before_print},
             "after": {"path": str(after.path.resolve()), "fingerprint": after_print},
         }
@@ -188,35 +178,52 @@ def run_blend(before_ref: str, after_ref: str, output: str | Path, options: Blen
             "dtype": str(options.dtype).removeprefix("torch.") if options.dtype else None,
             "from_decomposition": options.from_decomposition, "architecture_known": roles.known,
         }
+        details = {
+            "blended_keys": blended_keys,
+            "skipped_keys": dict(sorted(skipped.items())),
+            "only_in_before": sorted(set(before.keys()) - set(after.keys())),
+            "shapes": {n: list(after.shape(n)) for n in after.keys()},
+            "sigma_log": f"../{SIGMA_LOG}",
+        }
         for label, alpha in zip(labels, options.alphas, strict=True):
-            folder = tmp / label
-            _copy_sidecars(after, folder, options.dtype)
-            meta = {
-                "alpha": alpha, **provenance, **recipe,
-                "blended_keys": blended_keys,
-                "skipped_keys": dict(sorted(skipped.items())),
-                "only_in_before": sorted(set(before.keys()) - set(after.keys())),
-                "shapes": {n: list(after.shape(n)) for n in after.keys()},
-                "sigma_log": f"../{SIGMA_LOG}",
-                "tool": f"vadasm {__version__}",
-            }
-            (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-            config = {"tool": "vadasm", "version": __version__, "command": "blend", "inputs": provenance,
-                      "recipe": {"method": "svd_sigma_blend", "alpha": alpha, **recipe}}
-            (folder / "vadasm_config.json").write_text(json.dumps(config, indent=2) + "\n")
+            _write_folder_files(after, tmp / label, alpha, inputs, recipe, details, options.dtype)
         save_file(sigma_log, str(tmp / SIGMA_LOG), metadata={"rank": str(options.rank), "format": "vadasm-sigma-v1"})
         (tmp / SIGMA_SUMMARY).write_text(json.dumps(sigma_summary, indent=2) + "\n")
         counts: dict[str, int] = {}
         for reason in skipped.values():
             counts[reason] = counts.get(reason, 0) + 1
+        out = Path(output).expanduser().resolve()
         result = BlendResult(
-            output=str(Path(output).expanduser().resolve()),
-            folders={label: str(Path(output).expanduser().resolve() / label) for label in labels},
+            output=str(out), folders={label: str(out / label) for label in labels},
             tensors=len(plan), blended=len(blended_keys), skipped=counts, reused_decompositions=reused,
             seconds=round(time.perf_counter() - start, 3),
         )
         (tmp / "blend_summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+def _spectra(w_after: torch.Tensor, w_before: torch.Tensor, stored: Svd | None, options: BlendOptions
+             ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """(shift, S_before, S_after) of one weight pair, computed on the chosen device."""
+    device = options.device
+    if torch.equal(w_before, w_after):  # e.g. a frozen layer: same spectrum, only S is needed for the log
+        s = singular_values_fp32(w_after.to(device))
+        return None, s, s
+    svd = svd_fp32(w_after.to(device)) if stored is None else Svd(
+        stored.U.to(device), stored.S.to(device), stored.Vh.to(device))
+    s_before = singular_values_fp32(w_before.to(device))
+    return sigma_shift(svd, s_before, options.rank), s_before, svd.S
+
+
+def _write_folder_files(after: Checkpoint, folder: Path, alpha: float, inputs: dict, recipe: dict, details: dict,
+                        dtype: torch.dtype | None) -> None:
+    """Everything beside the weights: config, tokenizer, svd_blend_meta.json, vadasm_config.json."""
+    _copy_sidecars(after, folder, dtype)
+    meta = {"alpha": alpha, **inputs, **recipe, **details, "tool": f"vadasm {__version__}"}
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    config = {"tool": "vadasm", "version": __version__, "command": "blend", "inputs": inputs,
+              "recipe": {"method": "svd_sigma_blend", "alpha": alpha, **recipe}}
+    (folder / "vadasm_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 def _out_dtype(st_dtype: str, wanted: torch.dtype | None) -> torch.dtype:
