@@ -88,6 +88,10 @@ def tune_command(
     from vadasm.tune import GraftBuilder, HarnessObjective, MergeBuilder, make_optimizer, space_from_specs, tune
     from vadasm.tune.plot import plot_search
 
+    if quiet or as_json:  # keep stdout to the JSON / result lines
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     space = space_from_specs(param)
     if (recipe is None) == (donor is None):
         raise VadasmError("give either --recipe (merge) or --donor (graft)")
