@@ -103,3 +103,16 @@ def test_activation_similarity_recovers_the_permutation(tmp_path):
     assert {g.similarity for g in alignment.report.groups} == {"activations"}
     assert all(g.distance_after < 1e-4 for g in alignment.report.groups)
     assert align_checkpoints(ref, [ref], arch) == {}
+
+
+def test_random_alignment_is_a_null_model_that_alignment_repairs(tmp_path):
+    from vadasm.align import random_alignment, write_permuted
+
+    original = make_text_model(tmp_path / "orig", "qwen3")
+    ck = Checkpoint.open(original)
+    shuffle = random_alignment(ck, architecture_for(ck.config, ck.keys()), seed=4)
+    write_permuted(ck, shuffle, tmp_path / "shuffled", {}, progress=False)
+    ids = torch.tensor([[1, 8, 20, 40, 2]])
+    torch.testing.assert_close(_logits(tmp_path / "shuffled", ids), _logits(original, ids), atol=1e-5, rtol=1e-4)
+    report = write_aligned(original, tmp_path / "shuffled", tmp_path / "back", progress=False)
+    assert report.summary()["distance_after"] < 1e-4 < report.summary()["distance_before"]

@@ -103,11 +103,7 @@ def compute_alignment(reference: Checkpoint, model: Checkpoint, arch: Architectu
             group.key, sum(group.sizes.values()),
             sum(int((p != torch.arange(len(p))).sum()) for p in perms.values()),
             _distance(ref, oth), _distance(ref, aligned), used))
-        for slot in group.slots:
-            index = _axis_index(group, perms, slot.name, slot.axis, reference.shape(slot.name)[slot.axis])
-            indices.setdefault(slot.name, [])
-            if all(axis != slot.axis for axis, _ in indices[slot.name]):
-                indices[slot.name].append((slot.axis, index))
+        indices.update(group_indices(group, perms, reference))
     return Alignment(indices, report)
 
 
@@ -131,6 +127,38 @@ def _group_permutations(group: UnitGroup, ref: dict, oth: dict, acts) -> tuple[d
     q_perm, kv_perm = grouped_head_alignment(features(ref, "q"), features(oth, "q"),
                                              features(ref, "kv"), features(oth, "kv"))
     return {"q": q_perm, "kv": kv_perm}, "weights"
+
+
+def group_indices(group: UnitGroup, perms: dict[str, torch.Tensor],
+                  checkpoint: Checkpoint) -> dict[str, list[tuple[int, torch.Tensor]]]:
+    """Per tensor of the group, (axis, index vector) pairs that apply the unit permutations."""
+    indices: dict[str, list[tuple[int, torch.Tensor]]] = {}
+    for slot in group.slots:
+        axes = indices.setdefault(slot.name, [])
+        if all(axis != slot.axis for axis, _ in axes):
+            axes.append((slot.axis, _axis_index(group, perms, slot.name, slot.axis,
+                                                checkpoint.shape(slot.name)[slot.axis])))
+    return indices
+
+
+def random_alignment(checkpoint: Checkpoint, arch: Architecture, seed: int = 0) -> Alignment:
+    """Random valid permutations of every group: the same function in a shuffled basis. The null
+    model for alignment experiments (a merge with such a copy is what alignment must repair)."""
+    gen = torch.Generator().manual_seed(seed)
+    groups, skipped = unit_groups(arch, checkpoint)
+    report = AlignmentReport("random", str(checkpoint.path), f"random(seed={seed})", skipped=skipped)
+    indices: dict[str, list[tuple[int, torch.Tensor]]] = {}
+    for group in groups:
+        if group.kind == "mlp":
+            perms = {"neuron": torch.randperm(group.sizes["neuron"], generator=gen)}
+        else:
+            per = group.sizes["q"] // group.sizes["kv"]
+            kv = torch.randperm(group.sizes["kv"], generator=gen)
+            perms = {"kv": kv, "q": torch.cat([int(b) * per + torch.randperm(per, generator=gen) for b in kv])}
+        indices.update(group_indices(group, perms, checkpoint))
+        moved = sum(int((p != torch.arange(len(p))).sum()) for p in perms.values())
+        report.groups.append(GroupReport(group.key, sum(group.sizes.values()), moved, 0.0, 0.0, "random"))
+    return Alignment(indices, report)
 
 
 def _axis_index(group: UnitGroup, perms: dict, name: str, axis: int, size: int) -> torch.Tensor:

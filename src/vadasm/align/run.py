@@ -38,27 +38,33 @@ def write_aligned(reference_ref: str | Path, model_ref: str | Path, output: str 
                   similarity_kind: str = "weights", force: bool = False, progress: bool = True) -> AlignmentReport:
     """Save `model` with its neurons and heads permuted to match `reference`: same function,
     reference's unit order. Provenance and the per-group report go to vadasm_config.json."""
-    output = Path(output)
-    check_output_free(output, force)
+    check_output_free(Path(output), force)
     reference, model = Checkpoint.open(reference_ref), Checkpoint.open(model_ref)
     arch = architecture_for(model.config, model.keys(), str(model.path / "config.json"))
     alignment = align_checkpoints(reference, [model], arch, similarity_kind).get(model.path)
+    report = alignment.report if alignment else AlignmentReport(str(reference.path), str(model.path),
+                                                                 similarity_kind)
+    write_permuted(model, alignment, output, {"reference": {"path": str(reference.path),
+                                                            "fingerprint": reference.fingerprint()}},
+                   force, progress)
+    return report
+
+
+def write_permuted(model: Checkpoint, alignment: Alignment | None, output: str | Path, provenance: dict,
+                   force: bool = False, progress: bool = True) -> None:
+    """Stream `model` to `output` with `alignment` applied to every tensor it names."""
     names = model.keys()
     plan = [PlannedTensor(n, model.shape(n), model.get(n).dtype) for n in names]
     with atomic_output_dir(output, force) as tmp:
         writer = ShardedWriter(tmp, plan)
-        for name in tqdm(names, desc="align", unit="tensor", disable=not progress):
+        for name in tqdm(names, desc="permute", unit="tensor", disable=not progress):
             tensor = model.get_checked(name)
             writer.write(name, alignment.apply(name, tensor) if alignment else tensor)
         writer.close()
         for file in model.sidecar_files():
             shutil.copy2(file, tmp / file.name)
         (tmp / "config.json").write_text(json.dumps(model.config, indent=2, sort_keys=True) + "\n")
-        report = alignment.report if alignment else AlignmentReport(str(reference.path), str(model.path),
-                                                                     similarity_kind)
-        provenance = {"tool": "vadasm", "version": __version__, "kind": "align",
-                      "reference": {"path": str(reference.path), "fingerprint": reference.fingerprint()},
-                      "model": {"path": str(model.path), "fingerprint": model.fingerprint()},
-                      "alignment": report.to_dict()}
-        (tmp / "vadasm_config.json").write_text(json.dumps(provenance, indent=2) + "\n")
-    return report
+        payload = {"tool": "vadasm", "version": __version__, "kind": "align", **provenance,
+                   "model": {"path": str(model.path), "fingerprint": model.fingerprint()},
+                   "alignment": alignment.report.to_dict() if alignment else None}
+        (tmp / "vadasm_config.json").write_text(json.dumps(payload, indent=2) + "\n")
