@@ -183,3 +183,39 @@ def make_png_images(folder: Path, count: int = 6, size: int = 16, seed: int = 0)
         pixels = (torch.rand(size, size, 3, generator=gen) * 255).to(torch.uint8).numpy()
         Image.fromarray(pixels).save(folder / f"img{i}.png")
     return folder
+
+
+def make_llava_next_donor(folder: Path, text_type: str = "llama", seed: int = 0, words: list[str] | None = None,
+                          **text_overrides) -> Path:
+    """A tiny LlavaNextForConditionalGeneration donor (any-resolution tiles, image_newline) with processor."""
+    from transformers import (
+        AutoTokenizer,
+        CLIPVisionConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+    )
+
+    words = list(words if words is not None else [f"w{i}" for i in range(VOCAB - len(SPECIAL_TOKENS) - 1)])
+    image_index = len(SPECIAL_TOKENS) + len(words)
+    torch.manual_seed(seed)
+    vision = CLIPVisionConfig(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=16, patch_size=8, projection_dim=24)
+    pinpoints = [[16, 16], [16, 32], [32, 16]]
+    config = LlavaNextConfig(vision_config=vision, image_grid_pinpoints=pinpoints, image_token_index=image_index,
+                             vision_feature_layer=-1,
+                             text_config=text_config(text_type, vocab_size=image_index + 1, **text_overrides))
+    model = LlavaNextForConditionalGeneration(config)
+    with torch.no_grad():
+        model.model.image_newline.normal_()
+    model.save_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(make_word_tokenizer(Path(folder), words + ["<image>"]))
+    image_processor = LlavaNextImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16},
+                                              image_grid_pinpoints=pinpoints)
+    template = ("{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
+                "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}")
+    LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                       vision_feature_select_strategy="default", chat_template=template, image_token="<image>",
+                       num_additional_image_tokens=1).save_pretrained(folder)
+    return Path(folder)

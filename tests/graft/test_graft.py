@@ -143,3 +143,22 @@ def test_bad_inputs_are_refused_with_one_line(tmp_path):
         donor2 = make_llava_donor(tmp_path / "d2", words=WORDS)
         graft(donor2, text, tmp_path / "o5", GraftOptions(**FAST, text_only=True))
     assert not any(p.name.startswith(("o", ".o")) for p in tmp_path.iterdir())  # nothing written
+
+
+def test_llava_next_donor_gives_llava_next_graft_with_mapped_newline(tmp_path):
+    from pico_models import make_llava_next_donor
+
+    donor = make_llava_next_donor(tmp_path / "donor", words=WORDS)
+    recipient = make_text_recipient(tmp_path / "recipient", "qwen2", words=RECIPIENT_WORDS, hidden_size=48)
+    result = graft(donor, recipient, tmp_path / "out", GraftOptions(**FAST))
+    assert result.kind == "llava_next"
+    out = tensors(tmp_path / "out")
+    assert out["image_newline"].shape == (48,)
+    processor = AutoProcessor.from_pretrained(tmp_path / "out")
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "out").eval()
+    assert type(model).__name__ == "LlavaNextForConditionalGeneration"
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "w20"}]}], add_generation_prompt=True)
+    inputs = processor(text=[prompt], images=[Image.new("RGB", (32, 16), (0, 90, 200))], return_tensors="pt")
+    generated = model.generate(**inputs, max_new_tokens=2, do_sample=False)
+    assert generated.shape[1] == inputs["input_ids"].shape[1] + 2

@@ -63,7 +63,7 @@ def test_maps_beat_controls_on_held_out_anchors():
     assert scores["lstsq"].top1 > 0.9 and scores["omp"].top1 > 0.9  # omp with k = d_in is least squares
     for control in ("random_map", "shuffled_anchors", "mean_vector"):
         assert scores[control].top1 < 0.05
-        assert scores["lstsq"].cosine > scores[control].cosine + 0.3
+        assert scores["lstsq"].cosine > scores[control].cosine + 0.5
 
 
 def test_omp_is_sparse_and_reduces_error():
