@@ -37,7 +37,7 @@ def test_transfer_between_identical_coordinates_recovers_the_neuron_matching():
     eye = torch.eye(16)
     moved = mlp_transfer(mlp, donor, None, eye, eye)
     assert torch.equal(perm[moved.matching], torch.arange(24))
-    assert moved.matched_cosine == pytest.approx(1.0) and moved.random_cosine < 0.5
+    assert moved.matched_cosine == pytest.approx(1.0) and moved.null_cosine < 0.8
     assert moved.delta_gate.abs().max() < 1e-5 and moved.delta_down.abs().max() < 1e-5
 
 

@@ -43,7 +43,7 @@ class MlpTransfer:
     delta_down: torch.Tensor
     matching: torch.Tensor  # recipient neuron i <- donor neuron matching[i]
     matched_cosine: float  # mean cosine of matched pairs (transported weights)
-    random_cosine: float  # the same for a random matching: the control for (3)
+    null_cosine: float  # the same after shuffling the donor's residual coordinates: the control for (2)-(3)
 
 
 def transport(donor: MlpWeights, to_recipient: torch.Tensor, to_donor: torch.Tensor,
@@ -65,9 +65,9 @@ def transport(donor: MlpWeights, to_recipient: torch.Tensor, to_donor: torch.Ten
     return MlpWeights(rows(donor.gate), rows(donor.up), to_recipient.T @ donor.down, recipient_gain)
 
 
-def match_neurons(recipient: MlpWeights, transported: MlpWeights,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, float, float]:
-    """Hungarian matching of every recipient neuron to a distinct donor neuron (needs I_d >= I_r)."""
+def match_neurons(recipient: MlpWeights, transported: MlpWeights) -> tuple[torch.Tensor, float]:
+    """Hungarian matching of every recipient neuron to a distinct donor neuron (needs I_d >= I_r);
+    returns the matching and the mean cosine of matched pairs."""
     def features(m: MlpWeights) -> torch.Tensor:
         parts = [m.gate * m.gain, m.up * m.gain, m.down.T]
         return torch.cat([p / p.norm(dim=1, keepdim=True).clamp_min(1e-12) for p in parts], 1) / 3 ** 0.5
@@ -77,8 +77,7 @@ def match_neurons(recipient: MlpWeights, transported: MlpWeights,
         raise ValueError(f"donor has {b.shape[0]} MLP neurons, fewer than the recipient's {a.shape[0]}")
     scores = a @ b.T
     rows, cols = _rectangular(scores)
-    random = torch.randperm(b.shape[0], generator=generator)[: a.shape[0]]
-    return cols, float(scores[rows, cols].mean()), float(scores[rows, random].mean())
+    return cols, float(scores[rows, cols].mean())
 
 
 def _rectangular(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +101,12 @@ def mlp_transfer(recipient: MlpWeights, donor: MlpWeights, donor_base: MlpWeight
     rescaled donor neuron and the recipient neuron (the seed's "large - small", made defined).
     """
     moved = transport(donor, to_recipient, to_donor, recipient.gain)
-    matching, matched, random = match_neurons(recipient, moved, generator)
+    matching, matched = match_neurons(recipient, moved)
+    # Null: the same donor with its residual coordinates shuffled (norms and spectra kept, meaning
+    # lost). A best matching always finds some cosine; only the excess over this says the map works.
+    shuffle = torch.randperm(donor.gain.shape[0], generator=generator)
+    shuffled = MlpWeights(donor.gate[:, shuffle], donor.up[:, shuffle], donor.down[shuffle], donor.gain[shuffle])
+    _, null = match_neurons(recipient, transport(shuffled, to_recipient, to_donor, recipient.gain))
 
     def per_neuron(r: torch.Tensor, d: torch.Tensor, base: torch.Tensor | None, axis: int) -> torch.Tensor:
         d = d.index_select(axis, matching)
@@ -116,7 +120,7 @@ def mlp_transfer(recipient: MlpWeights, donor: MlpWeights, donor_base: MlpWeight
         per_neuron(recipient.gate, moved.gate, base.gate if base else None, 0),
         per_neuron(recipient.up, moved.up, base.up if base else None, 0),
         per_neuron(recipient.down, moved.down, base.down if base else None, 1),
-        matching, matched, random,
+        matching, matched, null,
     )
 
 

@@ -106,7 +106,7 @@ def language_transfer(recipient_ref, donor_ref, output, donor_base_ref=None,
                 _mlp(recipient, r_arch, r_mlp[layer]), _mlp(donor, d_arch, d_mlp[d_layer]),
                 _mlp(base, d_arch, d_mlp[d_layer]) if base else None, to_recipient, to_donor, gen)
             logs[layer] = {"layer": layer, "donor_layer": d_layer, "matched_cosine": round(t.matched_cosine, 6),
-                           "random_matching_cosine": round(t.random_cosine, 6)}
+                           "null_matched_cosine": round(t.null_cosine, 6)}
         t = cache[layer]
         d = {"mlp_gate": t.delta_gate, "mlp_up": t.delta_up, "mlp_down": t.delta_down}[role.role] * opts.beta
         relative = float(d.norm()) / float(recipient.get(name).float().norm())
@@ -130,9 +130,9 @@ def residual_maps(recipient: Checkpoint, r_arch: Architecture, donor: Checkpoint
     d_ids, r_ids = shared_anchors(_token_strings(donor), _token_strings(recipient))
     widths = max(r_arch.text.config_value(recipient.config, "hidden_size"),
                  d_arch.text.config_value(donor.config, "hidden_size"))
-    if len(d_ids) <= 2 * widths:
+    if len(d_ids) * (1 - held_out) <= widths:
         raise VadasmError(f"only {len(d_ids)} tokens are spelled the same in both vocabularies; fitting a "
-                          f"{widths}-wide map needs more than {2 * widths}")
+                          f"{widths}-wide map needs more than {int(widths / (1 - held_out))}")
     r_emb, d_emb = _effective_embeddings(recipient, r_arch), _effective_embeddings(donor, d_arch)
     x, y = d_emb[d_ids], r_emb[r_ids]
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
