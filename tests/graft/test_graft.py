@@ -162,3 +162,16 @@ def test_llava_next_donor_gives_llava_next_graft_with_mapped_newline(tmp_path):
     inputs = processor(text=[prompt], images=[Image.new("RGB", (32, 16), (0, 90, 200))], return_tensors="pt")
     generated = model.generate(**inputs, max_new_tokens=2, do_sample=False)
     assert generated.shape[1] == inputs["input_ids"].shape[1] + 2
+
+
+def test_same_inputs_give_byte_identical_weights_and_api_name(tmp_path):
+    from vadasm import VADASMMerger
+
+    donor = make_llava_donor(tmp_path / "donor", words=WORDS)
+    recipient = make_text_recipient(tmp_path / "recipient", "mistral", words=RECIPIENT_WORDS, hidden_size=48)
+    merger = VADASMMerger(**FAST, map_method="omp")
+    first = merger.merge(recipient, donor, tmp_path / "one")
+    merger.merge(recipient, donor, tmp_path / "two")
+    assert first.chosen_map == "omp"
+    one, two = (tmp_path / name / "model.safetensors" for name in ("one", "two"))
+    assert one.read_bytes() == two.read_bytes()
