@@ -66,17 +66,21 @@ def blend(
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Blend singular values of a before/after model pair for a sweep of alphas, in one pass.
+    """Blend the singular values of a before/after pair for a sweep of alphas.
 
-    For every 2-D weight present in both models with equal shapes: S = a*S_after + (1-a)*S_before
-    with U, Vh of the after model, i.e. W(a) = W_after + (1-a) * U diag(S_before - S_after) Vh.
-    One fp32 SVD of the after-weight and the singular values of the before-weight serve all alphas;
-    alpha 1 reproduces the after model bit for bit. Other tensors are copied from the after model
-    and listed with their reason in each folder's svd_blend_meta.json. Writes OUTPUT/alpha_{a:.1f}/
-    (loadable checkpoints with config and tokenizer), OUTPUT/sigma_logs.safetensors (S_before and
-    S_after per weight) and OUTPUT/sigma_logs.json (per-layer summary), atomically.
+    For every 2-D weight present in both models with equal shapes:
+    S = a*S_after + (1-a)*S_before, keeping U and Vh of the after model, i.e.
+    W(a) = W_after + (1-a) * U diag(S_before - S_after) Vh.
+    One fp32 SVD of each after-weight and the singular values of the
+    before-weight serve every alpha; alpha 1 gives the after model bit for bit.
+    Other tensors are copied from the after model and listed with their
+    reason in each folder's svd_blend_meta.json.
 
-    Example: vadasm blend --before Qwen/Qwen2.5-Math-1.5B --after ./r1-distill --output ./blends
+    Writes, atomically: OUTPUT/alpha_{a:.1f}/ (loadable checkpoints with
+    config and tokenizer), OUTPUT/sigma_logs.safetensors (S_before, S_after
+    per weight) and OUTPUT/sigma_logs.json (per-layer summary).
+
+    Example: vadasm blend --before ./base --after ./rl --output ./blends
     """
     options = BlendOptions(
         alphas=parse_alphas(alphas),
@@ -110,11 +114,12 @@ def decompose(
 ) -> None:
     """Write the fp32 SVD (U, S, Vh, orig_shape) of every selected 2-D weight.
 
-    One safetensors file per weight, named as the seed's svd_decompose.py did (dots -> '__',
-    slashes -> '_slash_'), plus decomposition.json with the model's fingerprint. Pass the folder
-    to 'vadasm blend --from-decomposition' to skip the after model's SVDs.
+    One safetensors file per weight, named as the seed's svd_decompose.py
+    did (dots -> '__', slashes -> '_slash_'), plus decomposition.json with
+    the model's fingerprint. Pass the folder to
+    'vadasm blend --from-decomposition' to skip the after model's SVDs.
 
-    Example: vadasm decompose ./after-rl --output ./after-rl-svd
+    Example: vadasm decompose ./rl --output ./rl-svd
     """
     result = run_decompose(
         model, output, TensorSelector(include or [], exclude or [], include_embeddings),
@@ -133,7 +138,7 @@ def rotations(
     models: Annotated[list[str] | None, typer.Option(
         "--models", help="The next model M1; further models M2 ... may follow as plain arguments.")] = None,
     more_models: Annotated[list[str] | None, typer.Argument(
-        metavar="[M2 ...]", help="More models after --models M1, in chain order.", show_default=False)] = None,
+        metavar="M2", help="More models after --models M1, in chain order.", show_default=False)] = None,
     top_k: Annotated[int, typer.Option(help="Size of the singular subspaces compared.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the null model's random perturbations.")] = 0,
     include: Include = None,
@@ -146,13 +151,15 @@ def rotations(
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Measure how singular subspaces turn along base -> M1 -> M2, beside a null model.
+    """Measure how singular subspaces turn along base -> M1 -> M2.
 
-    Per layer and matrix type: principal angles between the top-k left/right singular subspaces;
-    the rotation a->b as the orthogonal Procrustes fit of the top-k singular bases, and the
-    relative error of composing M0->M1 and M1->M2 against M0->M2; the relative spectrum change.
-    Each is computed again on a null chain where every change is a seeded random matrix of the
-    same norm. Writes rotations.csv, rotations.json and rotation_curves.png.
+    Per layer and matrix type: principal angles between the top-k left and
+    right singular subspaces; the rotation a->b as the orthogonal Procrustes
+    fit of the top-k singular bases, and the relative error of composing
+    M0->M1 with M1->M2 against M0->M2; the relative spectrum change. Each is
+    computed again on a null chain where every change is a seeded random
+    matrix of the same norm. Writes rotations.csv, rotations.json and
+    rotation_curves.png.
 
     Example: vadasm rotations --base ./base --models ./rl1 ./rl2 --output ./rot
     """
@@ -169,6 +176,6 @@ def rotations(
         lines.append(
             f"  {entry['pair']:<8} {entry['kind']:<4} angle L/R {entry['angle_left_mean_deg']:6.2f}/"
             f"{entry['angle_right_mean_deg']:6.2f} deg  spectrum {entry['spectrum_rel_change']:.2e}"
-            + (f"  compose err {comp:.3f}" if comp is not None else "")
+            + (f"  compose err {comp:.2e}" if comp is not None else "")
         )
     emit(report.to_dict(with_rows=False), as_json, lines, quiet)
