@@ -64,11 +64,17 @@ def test_sweep_is_exact_at_the_ends_and_loads(pair, tmp_path, vadasm):
 def test_blending_a_model_with_itself_changes_nothing(pair, tmp_path, vadasm):
     _, after = pair
     out = tmp_path / "self"
-    vadasm("blend", "--before", after, "--after", after, "--alphas", "0,0.3", "--output", out, "--quiet")
+    vadasm("blend", "--before", after, "--after", after, "--alphas", "0,0.3", "--output", out, "--quiet",
+           "--shard-size", "40KB")
     reference = _weights(after)
     for label in ("alpha_0.0", "alpha_0.3"):
-        got = _weights(out / label)
+        index = json.loads((out / label / "model.safetensors.index.json").read_text())["weight_map"]
+        assert len(set(index.values())) > 1 and index.keys() == reference.keys()
+        got = {}
+        for shard in sorted((out / label).glob("model-*.safetensors")):
+            got.update(load_file(str(shard)))
         assert all(torch.equal(got[k], reference[k]) for k in reference)
+    AutoModelForCausalLM.from_pretrained(out / "alpha_0.3")
 
 
 def test_rank_dtype_and_patterns(pair, tmp_path, vadasm):
