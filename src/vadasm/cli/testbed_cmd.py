@@ -24,8 +24,8 @@ def build_command(
         help="Build only this artefact (and what it needs). Repeatable: smollm2, gemma3-270m, vision-tower, "
         "llava-smollm2, smollm2-arith, llava-gemma3.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice (recorded).")] = 0,
-    donor_steps: Annotated[int, typer.Option(help="LLaVA training steps per donor (batch 16).")] = 400,
-    recipient_steps: Annotated[int, typer.Option(help="Arithmetic fine-tuning steps (batch 16).")] = 200,
+    donor_steps: Annotated[int, typer.Option(help="LLaVA training steps per donor (batch 16).")] = 250,
+    recipient_steps: Annotated[int, typer.Option(help="Arithmetic fine-tuning steps (batch 16).")] = 150,
     threads: Annotated[int | None, typer.Option(
         help="Torch CPU threads (default: torch's choice; use 1 when other jobs share the cores).")] = None,
     smoke: Annotated[bool, typer.Option(

@@ -38,9 +38,9 @@ class BuildOptions:
     force: bool = False
     seed: int = 0
     tower_steps: int = 1000
-    donor_steps: int = 400
+    donor_steps: int = 250
     align_steps: int = 300
-    recipient_steps: int = 200
+    recipient_steps: int = 150
     eval_vqa_items: int = 600
     eval_arith_items: int = 300
     progress: bool = True

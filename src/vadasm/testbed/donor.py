@@ -1,14 +1,13 @@
 """Steps 2-3 of the donor: a stock LLaVA on a converted LM, taught to answer easy-vqa.
 
-Why it works in a few hundred CPU steps (SPEC §8: a plainly trained projector left yes/no questions
-at their question-only prior):
+How it gets there in a few hundred CPU steps (SPEC §8: a plainly trained projector left yes/no
+questions at their question-only prior):
 1. the tower already knows colour and shape (`vision.py`);
-2. the projector is first fitted, without the LM, so that patch tokens land on the LM's own word
-   embeddings: even patches on the colour word, odd patches on the shape word. The LM then reads
-   "red circle red circle ..." before the question and only has to compare words;
-3. the projector and a LoRA on the LM are then trained on answer tokens only (logits are computed
-   at answer positions only), and the LoRA is merged back so the donor LM really differs from its
-   base, as in a real LLaVA.
+2. the projector is fitted first, without the LM, so that every image token lands on the LM's own
+   embedding of "<colour word> + <shape word>". The LM then starts from image tokens that already
+   resemble the words of the question, and only has to learn to compare;
+3. a LoRA on the LM's top layers is trained on answer tokens only (logits only at answer
+   positions) and merged back, so the donor LM really differs from its base, as in a real LLaVA.
 """
 
 from __future__ import annotations
@@ -66,13 +65,15 @@ TEMPLATES = {"smollm2": CHATML_TEMPLATE, "gemma3-270m": QA_TEMPLATE}
 @dataclass
 class DonorRecipe:
     base: str
-    align_steps: int = 400
-    steps: int = 400
+    align_steps: int = 300
+    steps: int = 250
     batch_size: int = 16
-    lr_projector: float = 3e-4
     lr_lora: float = 1e-3
     lora_rank: int = 16
     lora_alpha: int = 32
+    # LoRA only on the top half of the LM, projector kept as aligned: the backward pass then stops
+    # halfway up, which is most of the saving on CPU (the bottom half runs without a graph).
+    lora_top_fraction: float = 0.5
     seed: int = 0
 
 
@@ -203,11 +204,18 @@ def _lora(model: LlavaForConditionalGeneration, recipe: DonorRecipe):
         from peft import LoraConfig, LoraModel
     except ImportError as err:
         raise MissingExtraError("peft", "testbed", "Training the LLaVA donor") from err
+    n_layers = model.config.text_config.num_hidden_layers
+    first = n_layers - max(1, round(recipe.lora_top_fraction * n_layers))
     config = LoraConfig(
         r=recipe.lora_rank,
         lora_alpha=recipe.lora_alpha,
         lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        target_modules=[
+            f"layers.{i}.{block}.{proj}"
+            for i in range(first, n_layers)
+            for block, projs in (("self_attn", "qkvo"), ("mlp", ("gate", "up", "down")))
+            for proj in (f"{p}_proj" for p in projs)
+        ],
     )
     return LoraModel(model.model.language_model, config, "default")
 
@@ -219,7 +227,7 @@ def train_donor(
     pixels: dict[Path, torch.Tensor],
     recipe: DonorRecipe,
 ) -> dict:
-    """Train projector + LoRA on answer tokens only, then merge the LoRA into the LM weights."""
+    """Train a LoRA on the LM's top layers on answer tokens only, then merge it into the LM weights."""
     torch.manual_seed(recipe.seed)
     for param in model.parameters():
         param.requires_grad_(False)
@@ -228,13 +236,7 @@ def train_donor(
     lora_params = [p for n, p in lora.named_parameters() if "lora_" in n]
     for param in lora_params:
         param.requires_grad_(True)
-    projector_params = list(model.model.multi_modal_projector.parameters())
-    for param in projector_params:
-        param.requires_grad_(True)
-    optimizer = torch.optim.AdamW(
-        [{"params": projector_params, "lr": recipe.lr_projector}, {"params": lora_params, "lr": recipe.lr_lora}],
-        weight_decay=0.0,
-    )
+    optimizer = torch.optim.AdamW(lora_params, lr=recipe.lr_lora, weight_decay=0.0)
     schedule = linear_warmup_decay(optimizer, recipe.steps)
     order = list(range(len(train)))
     random.Random(recipe.seed).shuffle(order)

@@ -19,9 +19,9 @@ from vadasm.testbed.sft import Encoded, answer_loss, collate, encode_chat, linea
 
 @dataclass
 class RecipientRecipe:
-    steps: int = 200
+    steps: int = 150
     batch_size: int = 16
-    lr: float = 5e-5
+    lr: float = 1e-4
     seed: int = 0
 
 

@@ -27,7 +27,7 @@ class TowerRecipe:
     hidden_size: int = 256
     layers: int = 4
     heads: int = 4
-    steps: int = 1500
+    steps: int = 1000
     batch_size: int = 64
     lr: float = 1e-3
     seed: int = 0
