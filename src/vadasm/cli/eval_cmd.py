@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -34,11 +33,28 @@ def resolve_model(ref: str) -> Path:
 
 @app.command("eval")
 def eval_command(
-    model: Annotated[list[str], typer.Option(
-        "--model", "-m", help="Model folder, Hub id or testbed:NAME (e.g. testbed:llava-smollm2). Repeatable.")],
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", help="Model folder, Hub id or testbed:NAME (e.g. testbed:llava-smollm2). Repeatable.")]
+        = None,
     compare: Annotated[list[str] | None, typer.Option(
         help="More models scored on the very same items, in the same table. Repeatable.")] = None,
-    tasks: Annotated[str, typer.Option(help="Comma-separated: easyvqa, arith, perplexity.")] = "easyvqa",
+    tasks: Annotated[str, typer.Option(
+        help="Comma-separated: easyvqa, arith, perplexity; benchmarks (need --data): vqav2, okvqa, mmlu, gsm8k, "
+             "math500, aime24, aime25, amc23.")] = "easyvqa",
+    data: Annotated[list[str] | None, typer.Option(
+        help="Benchmark data TASK=SOURCE: a local .jsonl/.json/.parquet file, or a Hub dataset id "
+             "(owner/name[:config], needs network and `datasets`). Repeatable.")] = None,
+    samples: Annotated[int, typer.Option(
+        help="Math benchmarks: samples per problem (pass@1 over them; needs --sample when > 1).")] = 1,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        help="Override the task's reply length (math default 2048).")] = None,
+    models_from: Annotated[Path | None, typer.Option(
+        help="Also evaluate every model folder under this one (e.g. a blend sweep's alpha_* folders).")] = None,
+    gpus: Annotated[str | None, typer.Option(
+        help="Spread the models over these GPUs, one process each: '0,1,2' or 'all' (uses cuda).")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        help="Save a plot of each model's headline score per task (a curve over alpha for alpha_* folders).")]
+        = None,
     split: Annotated[str, typer.Option(
         help="val (for tuning) or test (for reporting); train only to inspect fitting.")] = "test",
     limit: Annotated[int | None, typer.Option(
@@ -50,7 +66,8 @@ def eval_command(
     sample: Annotated[bool, typer.Option("--sample", help="Seeded sampling instead of greedy decoding.")] = False,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (with --sample).")] = 0.7,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (with --sample).")] = 0.95,
-    backend: Annotated[str, typer.Option(help="Inference backend: transformers.")] = "transformers",
+    backend: Annotated[str, typer.Option(
+        help="transformers, vllm (GPU; extra [gpu]) or lm-eval (mmlu/gsm8k through lm-eval).")] = "transformers",
     device: Device = "cpu",
     predictions: Annotated[bool, typer.Option(
         "--predictions", help="Keep every model reply in the JSON results.")] = False,
@@ -67,27 +84,41 @@ def eval_command(
 
     Example: vadasm eval -m testbed:llava-smollm2 --compare testbed:smollm2 --tasks easyvqa --limit 600
     """
-    from vadasm.eval.backends import Decoding, load_backend
-    from vadasm.eval.harness import evaluate
+    from vadasm.eval.backends import Decoding
+    from vadasm.eval.benchmarks.data import parse_sources
+    from vadasm.eval.benchmarks.multi import evaluate_all, model_folders, plot_report
     from vadasm.eval.report import format_table
 
-    refs = list(model) + list(compare or [])
+    refs = list(model or []) + list(compare or [])
+    if models_from is not None:
+        refs += [str(p) for p in model_folders(models_from)]
+    if not refs:
+        raise VadasmError("no model to evaluate: give --model (and/or --compare, --models-from)")
     paths = [resolve_model(ref) for ref in refs]
     names = _unique_names(refs, paths)
     decoding = Decoding(
         do_sample=sample, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size
     )
-    report = evaluate(
-        [(name, partial(load_backend, path, backend, device)) for name, path in zip(names, paths)],
+    gpu_list = _gpu_list(gpus)
+    report = evaluate_all(
+        list(zip(names, paths)),
         [t.strip() for t in tasks.split(",") if t.strip()],
         split=split,
         limit=limit,
         seed=seed,
         controls=controls,
         decoding=decoding,
+        data=parse_sources(data),
+        samples=samples,
+        max_new_tokens=max_new_tokens,
+        backend=backend,
+        device="cuda" if gpu_list else device,
+        gpus=gpu_list,
         keep_predictions=predictions,
         progress=not quiet,
     )
+    if plot is not None:
+        plot_report(report, plot)
     payload = report.to_dict() | {"model_paths": {n: str(p) for n, p in zip(names, paths)}}
     if json_out == "-":
         typer.echo(json.dumps(payload, indent=2))
@@ -96,6 +127,22 @@ def eval_command(
         Path(json_out).write_text(json.dumps(payload, indent=2) + "\n")
     if not quiet:
         typer.echo(format_table(report, markdown=markdown))
+
+
+def _gpu_list(gpus: str | None) -> list[str] | None:
+    if gpus is None:
+        return None
+    if gpus == "all":
+        import torch
+
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise VadasmError("--gpus all: no CUDA GPU is visible")
+        return [str(k) for k in range(count)]
+    found = [g.strip() for g in gpus.split(",") if g.strip()]
+    if not found or not all(g.isdigit() for g in found):
+        raise VadasmError(f"--gpus {gpus!r}: give GPU indices like 0,1 or 'all'")
+    return found
 
 
 def _unique_names(refs: list[str], paths: list[Path]) -> list[str]:

@@ -84,6 +84,7 @@ def tune_command(
     --param beta=0:1.5@1 --param protect_ratio=0:0.5@0.2 --tasks easyvqa,arith --limit 200 --search tpe --trials 20
     """
     from vadasm.cli.eval_cmd import resolve_model
+    from vadasm.eval.benchmarks.data import parse_sources
     from vadasm.io import check_output_free
     from vadasm.tune import GraftBuilder, HarnessObjective, MergeBuilder, make_optimizer, space_from_specs, tune
     from vadasm.tune.plot import plot_search
@@ -113,7 +114,7 @@ def tune_command(
     weights = {t: 1.0 for t in task_list} | parse_pairs(weight, "--weight", number=True)
     if set(weights) != set(task_list):
         raise VadasmError(f"--weight names {sorted(set(weights) - set(task_list))} are not in --tasks")
-    objective = HarnessObjective(builder, weights, limit, seed, parse_pairs(data, "--data"), device, batch_size,
+    objective = HarnessObjective(builder, weights, limit, seed, parse_sources(data), device, batch_size,
                                  workdir=None)
     budget = trials if trials is not None else (30 if search in ("cma", "tpe") else None)
     optimizer = make_optimizer(search, space, seed, grid_points, population, generations, batch=max(workers, 1))

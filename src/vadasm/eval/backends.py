@@ -178,4 +178,8 @@ def load_backend(path: str | Path, backend: str = "transformers", device: str = 
     """The one place that maps a backend name to an implementation."""
     if backend == "transformers":
         return TransformersBackend(path, device=device)
-    raise VadasmError(f"unknown backend {backend!r}; available: transformers")
+    if backend == "vllm":
+        from vadasm.eval.benchmarks.vllm_backend import VllmBackend
+
+        return VllmBackend(path, device=device)
+    raise VadasmError(f"unknown backend {backend!r}; available: transformers, vllm")

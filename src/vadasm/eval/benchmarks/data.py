@@ -51,6 +51,17 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(k.__name__ for k in kinds)
 
 
+def parse_sources(values: list[str] | None) -> dict[str, str]:
+    """`--data TASK=SOURCE` flags as a dict; the task names are checked by the runner."""
+    sources = {}
+    for value in values or []:
+        task, eq, source = value.partition("=")
+        if not eq or not task.strip() or not source.strip():
+            raise VadasmError(f"--data {value!r}: write TASK=FILE (or TASK=owner/name for a Hub dataset)")
+        sources[task.strip()] = source.strip()
+    return sources
+
+
 def is_hub_id(source: str) -> bool:
     return not Path(source).exists() and HUB_ID.match(source) is not None
 

@@ -1,0 +1,156 @@
+"""Many models, many tasks, one table: harness tasks and benchmarks together, over several GPUs.
+
+`evaluate_all` splits the task list between the harness (easyvqa, arith, perplexity) and the
+benchmarks, runs both on identical items and returns one `EvalReport`. With several GPUs the
+models are dealt round-robin to one worker process per GPU (`CUDA_VISIBLE_DEVICES` set before CUDA
+starts); items depend only on the seed, so the merged table is the one a single process would give.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from functools import partial
+from multiprocessing import get_context
+from pathlib import Path
+
+from vadasm.errors import VadasmError
+from vadasm.eval.backends import Decoding, load_backend
+from vadasm.eval.benchmarks.runner import run_benchmarks
+from vadasm.eval.benchmarks.tasks import BENCHMARKS
+from vadasm.eval.harness import EvalReport, Score, evaluate
+
+
+def model_folders(root: str | Path, pattern: str = "*") -> list[Path]:
+    """Sub-folders of `root` holding a model (config.json), in natural order (alpha_0.2 before alpha_1.0)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise VadasmError(f"{root}: not a folder")
+    found = [p for p in root.glob(pattern) if (p / "config.json").is_file()]
+    if not found:
+        raise VadasmError(f"{root}: no model folders matching {pattern!r} (folders with config.json)")
+    return sorted(found, key=lambda p: _natural(p.name))
+
+
+def _natural(name: str) -> list[tuple[int, float | str]]:
+    """alpha_0.2 < alpha_1.0 < alpha_10.0: numbers compare as numbers, words as words."""
+    return [(0, float(part)) if re.fullmatch(r"-?\d+(?:\.\d+)?", part) else (1, part)
+            for part in re.split(r"_", name)]
+
+
+def evaluate_all(models: Sequence[tuple[str, Path]], tasks: Sequence[str], split: str = "test",
+                 limit: int | None = None, seed: int = 0, controls: bool = True, decoding: Decoding | None = None,
+                 data: dict[str, str] | None = None, samples: int = 1, max_new_tokens: int | None = None,
+                 backend: str = "transformers", device: str = "cpu", gpus: Sequence[str] | None = None,
+                 keep_predictions: bool = False, progress: bool = True) -> EvalReport:
+    """One report for all models on all tasks (harness tasks and public benchmarks)."""
+    kwargs = dict(tasks=list(tasks), split=split, limit=limit, seed=seed, controls=controls,
+                  decoding=decoding or Decoding(), data=dict(data or {}), samples=samples,
+                  max_new_tokens=max_new_tokens, backend=backend, keep_predictions=keep_predictions)
+    if gpus and len(gpus) > 1 and len(models) > 1:
+        groups = [list(models[k :: len(gpus)]) for k in range(len(gpus))]
+        with ProcessPoolExecutor(len(gpus), mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_on_gpu, gpu, group, device, kwargs)
+                       for gpu, group in zip(gpus, groups) if group]
+            parts = [f.result() for f in futures]
+        return merge_reports(parts, [name for name, _ in models])
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[0]
+    return _evaluate_here(list(models), device=device, progress=progress, **kwargs)
+
+
+def _on_gpu(gpu: str, models: list[tuple[str, Path]], device: str, kwargs: dict) -> EvalReport:
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before this process touches CUDA
+    return _evaluate_here(models, device=device, progress=False, **kwargs)
+
+
+def _evaluate_here(models, tasks, split, limit, seed, controls, decoding, data, samples, max_new_tokens, backend,
+                   keep_predictions, device, progress) -> EvalReport:
+    bench = [t for t in tasks if t in BENCHMARKS]
+    harness = [t for t in tasks if t not in BENCHMARKS]
+    reports = []
+    if backend == "lm-eval":
+        if harness:
+            raise VadasmError(f"--backend lm-eval runs public text benchmarks only, not {', '.join(harness)}")
+        from vadasm.eval.benchmarks.lm_eval_bridge import run_lm_eval
+
+        report = EvalReport([n for n, _ in models], list(tasks), split, limit, seed, asdict(decoding), {})
+        for name, path in models:
+            report.scores += run_lm_eval(name, path, bench, limit, device, decoding.batch_size)
+        return report
+    loaders = [(name, partial(load_backend, path, backend, device)) for name, path in models]
+    if harness:
+        reports.append(evaluate(loaders, harness, split=split, limit=limit, seed=seed, controls=controls,
+                                decoding=decoding, keep_predictions=keep_predictions, progress=progress))
+    if bench:
+        reports.append(run_benchmarks(loaders, bench, data, split=split, limit=limit, seed=seed, controls=controls,
+                                      decoding=decoding, samples=samples, max_new_tokens=max_new_tokens,
+                                      keep_predictions=keep_predictions, progress=progress))
+    if len(reports) == 1:
+        return reports[0]
+    combined = merge_reports(reports, [n for n, _ in models])
+    combined.tasks = list(tasks)
+    return combined
+
+
+def merge_reports(parts: Sequence[EvalReport], order: Sequence[str]) -> EvalReport:
+    """One report from reports on disjoint models or disjoint tasks (same split, seed and items)."""
+    first = parts[0]
+    for part in parts[1:]:
+        if (part.split, part.seed, part.limit) != (first.split, first.seed, first.limit):
+            raise VadasmError("cannot merge reports of different splits, seeds or limits")
+        for task, ids in part.item_ids.items():
+            if first.item_ids.get(task, ids) != ids:
+                raise VadasmError(f"cannot merge reports: task {task} was run on different items")
+    tasks = list(dict.fromkeys(t for p in parts for t in p.tasks))
+    item_ids = {t: ids for p in parts for t, ids in p.item_ids.items()}
+    rank = {name: k for k, name in enumerate(order)}
+    scores: list[Score] = sorted((s for p in parts for s in p.scores),
+                                 key=lambda s: (tasks.index(s.task), rank.get(s.model, len(rank))))
+    decoding = {k: v for p in parts for k, v in p.decoding.items()}
+    return EvalReport(list(order), tasks, first.split, first.limit, first.seed, decoding, item_ids, scores,
+                      round(sum(p.seconds for p in parts), 1))
+
+
+def main_value(scores: Sequence[Score], model: str, task: str) -> float | None:
+    """A model's headline score on a task: with image if it sees, else blind, else text."""
+    by_condition = {s.condition: s.value for s in scores if s.model == model and s.task == task}
+    return next((by_condition[c] for c in ("image", "text", "blind") if c in by_condition), None)
+
+
+def plot_report(report: EvalReport, path: Path) -> Path:
+    """Headline score per model and task; a line over alpha when the models are `alpha_*` folders."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    alphas = [re.fullmatch(r"alpha_(-?\d+(?:\.\d+)?)", m) for m in report.models]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, task in enumerate(report.tasks):
+        values = [main_value(report.scores, m, task) for m in report.models]
+        metric = next((s.metric for s in report.scores if s.task == task), "")
+        label = f"{task} ({metric})"
+        if all(alphas):
+            ax.plot([float(a.group(1)) for a in alphas], values, marker="o", label=label)
+        else:
+            width = 0.8 / max(len(report.tasks), 1)
+            xs = [i + k * width for i in range(len(report.models))]
+            ax.bar(xs, [v if v is not None else 0 for v in values], width, label=label)
+            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(report.models))], report.models, rotation=30)
+        blind = [next((s.value for s in report.scores if (s.model, s.task, s.condition) == (m, task, "blind")),
+                      None) for m in report.models]
+        if all(alphas) and any(b is not None for b in blind) and any(
+                s.condition == "image" for s in report.scores if s.task == task):
+            ax.plot([float(a.group(1)) for a in alphas], blind, linestyle="--", label=f"{task} blind control")
+    ax.set_xlabel("alpha" if all(alphas) else "model")
+    ax.set_ylabel("score")
+    ax.set_title(f"{report.split} split")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
