@@ -72,3 +72,18 @@ def test_spreading_models_over_worker_processes(tmp_path):
     spread = evaluate_all(models, gpus=["0", "1"], device="cpu", **args)
     assert spread.models == single.models
     assert [(s.model, s.value) for s in spread.scores] == [(s.model, s.value) for s in single.scores]
+
+
+def test_seed_eval_script_takes_space_separated_tasks(tmp_path):
+    import runpy
+
+    script = runpy.run_path(str(Path(__file__).resolve().parents[3] / "scripts" / "eval_vlm.py"))
+    lm = make_text_lm(tmp_path / "lm")
+    out = tmp_path / "results.json"
+    script["main"](["--model", str(lm), "--tasks", "gsm8k", "aime25", "--limit", "1", "--max-new-tokens", "2",
+                    "--data", f"gsm8k={FIXTURES / 'gsm8k.jsonl'}", "--data", f"aime25={FIXTURES / 'aime25.jsonl'}",
+                    "--json", str(out), "-q"])
+    report = json.loads(out.read_text())
+    assert report["tasks"] == ["gsm8k", "aime25"] and report["limit"] == 1
+    aime = next(s for s in report["scores"] if s["task"] == "aime25")
+    assert aime["metric"] == "pass@1" and aime["extra"]["samples"] == 1 and "boxed_rate" in aime["extra"]
