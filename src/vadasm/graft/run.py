@@ -313,6 +313,8 @@ def _check_options(opts: GraftOptions) -> None:
         raise VadasmError(f"--map: {opts.map_method!r} unknown (choose from {', '.join(MAP_METHODS)})")
     if not 0 <= opts.protect_ratio <= 1:
         raise VadasmError(f"--protect: {opts.protect_ratio} is not a fraction of layers in [0, 1]")
+    if opts.calibration_images and not Path(opts.calibration_images).expanduser().is_dir():
+        raise VadasmError(f"{opts.calibration_images}: calibration image folder not found")
     if opts.projector_variance is not None and not 0 < opts.projector_variance <= 1:
         raise VadasmError(f"--projector-variance: {opts.projector_variance} is not in (0, 1]")
 
