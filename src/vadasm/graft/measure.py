@@ -28,10 +28,10 @@ class GraftVerdict:
 
 
 def measure_graft(models: dict[str, str | Path], tasks: list[str], split: str = "test", limit: int | None = 200,
-                  seed: int = 0, device: str = "cpu") -> EvalReport:
+                  seed: int = 0, device: str = "cpu", keep_predictions: bool = False) -> EvalReport:
     """Evaluate named model folders (e.g. graft, donor, recipient) on identical items."""
     backends = [(name, lambda p=path: load_backend(p, device=device)) for name, path in models.items()]
-    return evaluate(backends, tasks, split=split, limit=limit, seed=seed)
+    return evaluate(backends, tasks, split=split, limit=limit, seed=seed, keep_predictions=keep_predictions)
 
 
 def verdicts(report: EvalReport, graft: str = "graft", donor: str | None = "donor") -> list[GraftVerdict]:
