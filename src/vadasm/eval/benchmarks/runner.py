@@ -32,6 +32,13 @@ class BenchScore(Score):
     extra: dict[str, float | str] = field(default_factory=dict)
 
 
+def report_from_dict(data: dict) -> EvalReport:
+    """An `EvalReport` back from its JSON (harness and benchmark scores alike)."""
+    scores = [BenchScore(**s) if "extra" in s else Score(**s) for s in data["scores"]]
+    fields = ("models", "tasks", "split", "limit", "seed", "decoding", "item_ids")
+    return EvalReport(**{k: data[k] for k in fields}, scores=scores, seconds=data.get("seconds", 0.0))
+
+
 def load_items(task_name: str, source: str, split: str, limit: int | None, seed: int, image_cache: Path) -> list:
     """Parse every row (so a malformed row fails before any model runs), then draw `limit` of them."""
     task = BENCHMARKS[task_name]
