@@ -136,8 +136,18 @@ class GraftResult:
                 mark = " (control)" if m.control else (" <- used" if m.method == self.chosen_map else "")
                 out.append(f"  {m.method:<18}{100 * m.quality.top1:>7.1f}{100 * m.quality.top10:>7.1f}"
                            f"{m.quality.cosine:>8.3f}{agree:>11}{mark}")
-        for key, value in self.projector.items():
-            out.append(f"projector {key}: {value}")
+        hidden = self.projector.get("hidden")
+        if hidden:
+            share = 100 * hidden["dropped_weight_share"]
+            how = "exact" if hidden["exact"] else f"{hidden['criterion']}, {share:.1f}% of |W2|^2 on dropped units"
+            out.append(f"projector hidden width {hidden['old_width']} -> {hidden['new_width']} ({how})")
+        if "resize_relative_error_on_calibration" in self.projector:
+            out.append("projector output error of the cut on calibration images: "
+                       f"{100 * self.projector['resize_relative_error_on_calibration']:.2f}% (relative)")
+        for name, red in self.projector.get("svd_subspace_reduction", {}).items():
+            out.append(f"projector {name}: rank {red['rank']}/{red['full_rank']} keeps "
+                       f"{100 * red['variance_kept']:.1f}% of variance; {red['factored_parameters']:,} parameters "
+                       f"factored vs {red['dense_parameters']:,} dense (stored dense)")
         out += [f"WARNING: {w}" for w in self.warnings]
         out.append(f"wrote {self.tensors} tensors ({self.kind}) -> {self.output} in {self.seconds:.1f}s")
         return out
@@ -222,8 +232,6 @@ def graft(donor: str | Path, recipient: str | Path, output: str | Path, options:
     if opts.text_only and pair.label != "A":
         raise VadasmError(f"{recipient_ck.path}: a text-only merge needs a class A pair (shared base); this is "
                           f"{pair.describe()}. Cross-size weight deltas are not task vectors (SPEC §4)")
-    if opts.vision_from not in ("recipient", "donor"):
-        raise VadasmError(f"--vision-from must be 'recipient' or 'donor', not {opts.vision_from!r}")
     vision_ck, vision_arch = (recipient_ck, recipient_arch) if sees and opts.vision_from == "recipient" else (
         donor_ck, donor_arch)
 
@@ -307,6 +315,8 @@ def record_scores(output: str | Path, scores: dict) -> None:
 
 
 def _check_options(opts: GraftOptions) -> None:
+    if opts.vision_from not in ("recipient", "donor"):
+        raise VadasmError(f"--vision-from must be 'recipient' or 'donor', not {opts.vision_from!r}")
     if opts.merge_method not in TEXT_METHODS:
         raise VadasmError(f"--merge-method: {opts.merge_method!r} unknown (choose from {', '.join(TEXT_METHODS)})")
     if opts.map_method not in MAP_METHODS:
