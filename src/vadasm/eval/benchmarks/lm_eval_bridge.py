@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from vadasm.errors import MissingExtraError, VadasmError
+from vadasm.errors import VadasmError
 from vadasm.eval.benchmarks.runner import BenchScore
 
 # our task -> (lm-eval task, metric key in its results, our metric name)
@@ -23,8 +23,8 @@ def run_lm_eval(name: str, path: Path, tasks: Sequence[str], limit: int | None, 
                 batch_size: int) -> list[BenchScore]:
     try:
         import lm_eval
-    except ImportError as err:
-        raise MissingExtraError("lm-eval", "eval", "The lm-eval bridge (--backend lm-eval)") from err
+    except ImportError:
+        raise VadasmError("--backend lm-eval needs EleutherAI's lm-eval: pip install lm-eval") from None
     unsupported = [t for t in tasks if t not in LM_EVAL_TASKS]
     if unsupported:
         raise VadasmError(f"--backend lm-eval runs only {', '.join(LM_EVAL_TASKS)}; not {', '.join(unsupported)}")
