@@ -133,3 +133,32 @@ def test_fingerprint_differs_between_fine_tunes(llama_trio):
     prints = {Checkpoint.open(p).fingerprint() for p in (base, ft1, ft2)}
     assert len(prints) == 3
     assert Checkpoint.open(base).fingerprint() == Checkpoint.open(base).fingerprint()
+
+
+def test_read_rows_matches_the_memory_mapped_tensor(tmp_path):
+    tensors = {"m": torch.randn(9, 4, 3), "v": torch.randn(7).to(torch.bfloat16), "s": torch.tensor(2.5)}
+    save_file(tensors, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    ck = Checkpoint.open(tmp_path)
+    assert torch.equal(ck.read_rows("m", 0, 9), tensors["m"])
+    assert torch.equal(ck.read_rows("m", 2, 5), tensors["m"][2:5])
+    assert torch.equal(ck.read_rows("v", 3, 7), tensors["v"][3:7])
+    assert torch.equal(ck.read_rows("s", 0, 1), tensors["s"])
+
+
+def test_writer_takes_a_tensor_in_row_chunks(tmp_path):
+    tensors = {"a": torch.randn(5, 3), "b": torch.randn(8, 2).to(torch.bfloat16), "c": torch.randn(4)}
+    plan = [PlannedTensor(n, tuple(t.shape), t.dtype) for n, t in tensors.items()]
+    writer = ShardedWriter(tmp_path, plan, max_shard_bytes=40)
+    writer.write("a", tensors["a"])
+    for start, stop in ((0, 3), (3, 4), (4, 8)):
+        writer.write_rows("b", tensors["b"][start:stop])
+    with pytest.raises(RuntimeError):
+        writer.write_rows("c", torch.randn(5))  # more rows than planned
+    writer.write_rows("c", tensors["c"][:1])
+    writer.write_rows("c", tensors["c"][1:])
+    writer.close()
+    loaded = {}
+    for shard in writer.shard_names:
+        loaded.update(load_file(tmp_path / shard))
+    assert all(torch.equal(loaded[n], t) for n, t in tensors.items())

@@ -80,3 +80,30 @@ def test_dare_is_seeded_and_sparse():
     kept = out1 != 0
     assert 0.15 < kept.float().mean() < 0.25
     assert torch.allclose(out1[kept], model[kept] / 0.2)
+
+
+def test_magnitude_cut_streams_over_chunks_and_breaks_ties_by_position():
+    from vadasm.methods.sparsify import apply_cut, magnitude_cuts
+
+    delta = torch.tensor([1.0, -3.0, 2.0, -2.0, 0.5, 2.0, -2.0, 3.0])
+    # k = 4: |3| twice, then two of the four |2| entries: the first two in flat order
+    assert torch.equal(magnitude_prune(delta, 0.5), torch.tensor([0.0, -3.0, 2.0, -2.0, 0.0, 0.0, 0.0, 3.0]))
+    for bounds in ([0, 8], [0, 3, 8], [0, 1, 2, 5, 6, 8]):
+        parts = [delta[a:b] for a, b in zip(bounds, bounds[1:])]
+        (cut,) = magnitude_cuts(lambda parts=parts: [[p.abs()] for p in parts], delta.numel(), [0.5])
+        chunked = torch.cat([apply_cut(p, cut, a) for p, a in zip(parts, bounds)])
+        assert torch.equal(chunked, magnitude_prune(delta, 0.5))
+
+
+def test_magnitude_prune_keeps_exactly_k_like_topk():
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        delta = torch.randn(int(torch.randint(1, 3000, (), generator=gen)), generator=gen)
+        if trial % 2:
+            delta = (delta * 4).round() / 4  # many equal magnitudes
+        density = float(torch.rand((), generator=gen))
+        k = max(1, int(density * delta.numel()))
+        kept = magnitude_prune(delta + 10, density) != 0  # shifted: no entry is zero
+        assert kept.sum() == k
+        threshold = torch.topk((delta + 10).abs(), k).values.min()
+        assert ((delta + 10).abs()[kept] >= threshold).all()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +20,10 @@ import torch
 from safetensors import safe_open
 
 from vadasm.errors import VadasmError
-from vadasm.io.safetensors_header import TensorEntry, read_header
+from vadasm.io.safetensors_header import DTYPE_SIZES, TensorEntry, read_header
+from vadasm.io.writer import TORCH_TO_SAFETENSORS
+
+SAFETENSORS_TO_TORCH = {name: dtype for dtype, name in TORCH_TO_SAFETENSORS.items()}
 
 # Files that travel with the weights: tokenizer, generation and processor settings.
 SIDECAR_FILES = (
@@ -64,6 +70,7 @@ class Checkpoint:
     files: dict[str, Path]
     _handles: dict[Path, object] = field(default_factory=dict, repr=False)
     _pickled: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    _files_open: dict[Path, tuple[object, int]] = field(default_factory=dict, repr=False)  # file, data start
 
     @classmethod
     def open(
@@ -131,6 +138,35 @@ class Checkpoint:
             handle = safe_open(str(file), framework="pt")
             self._handles[file] = handle
         return handle.get_tensor(name)
+
+    def read_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of a tensor (its first dimension), read into fresh memory.
+
+        A positioned read, not the memory map behind `get`: nothing stays mapped afterwards, so
+        memory follows the rows being processed and chunked merges of vocabulary-sized matrices
+        stay small. Reads whole tensors too (0-d tensors: start=0, stop=1).
+        """
+        entry = self.entries[name]
+        if self._pickled is not None or entry.dtype not in SAFETENSORS_TO_TORCH:
+            tensor = self.get(name)
+            return tensor[start:stop] if tensor.dim() else tensor
+        row_bytes = math.prod(entry.shape[1:]) * DTYPE_SIZES[entry.dtype]
+        file = self.files[name]
+        if file not in self._files_open:
+            handle = open(file, "rb", buffering=0)  # noqa: SIM115 (kept open for the next reads)
+            (header_len,) = struct.unpack("<Q", handle.read(8))
+            self._files_open[file] = (handle, 8 + header_len)
+        handle, data_start = self._files_open[file]
+        count = stop - start if entry.shape else 1
+        buffer = torch.empty(count * row_bytes, dtype=torch.uint8)
+        view, position, done = memoryview(buffer.numpy()), data_start + entry.begin + start * row_bytes, 0
+        while done < len(view):  # the kernel returns at most ~2 GiB per call
+            read = os.preadv(handle.fileno(), [view[done:]], position + done)
+            if read == 0:
+                raise VadasmError(f"{file}: file ends inside tensor '{name}'")
+            done += read
+        return buffer.view(SAFETENSORS_TO_TORCH[entry.dtype]).reshape(count, *entry.shape[1:])[
+            slice(None) if entry.shape else 0]
 
     def get_checked(self, name: str) -> torch.Tensor:
         """Load one tensor and refuse NaN/Inf, naming the file."""

@@ -77,20 +77,39 @@ class ShardedWriter:
             else [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
         )
         self._next = 0
+        self._rows_done = 0  # rows of plan[_next] written so far
         self._shard = -1
         self._left_in_shard = 0
         self._file = None
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Write the next planned tensor whole."""
         planned = self.plan[self._next]
         if name != planned.name or tuple(tensor.shape) != planned.shape:
             raise RuntimeError(f"writer expected {planned.name} {planned.shape}, got {name} {tuple(tensor.shape)}")
-        if self._left_in_shard == 0:
+        self._append(tensor, rows=planned.shape[0] if planned.shape else 1)
+
+    def write_rows(self, name: str, rows: torch.Tensor) -> None:
+        """Append the next rows (first dimension) of the current tensor, so a tensor can be computed
+        and written in chunks; it is complete once all its rows have come, in order."""
+        planned = self.plan[self._next]
+        if name != planned.name or tuple(rows.shape[1:]) != planned.shape[1:] or not planned.shape or (
+                self._rows_done + rows.shape[0] > planned.shape[0]):
+            raise RuntimeError(f"writer expected rows of {planned.name} {planned.shape} after row "
+                               f"{self._rows_done}, got {name} {tuple(rows.shape)}")
+        self._append(rows, rows=rows.shape[0])
+
+    def _append(self, tensor: torch.Tensor, rows: int) -> None:
+        planned = self.plan[self._next]
+        if self._rows_done == 0 and self._left_in_shard == 0:
             self._open_next_shard()
         data = tensor.detach().to("cpu", planned.dtype).contiguous()
-        self._file.write(data.reshape(-1).view(torch.uint8).numpy().tobytes())
-        self._next += 1
-        self._left_in_shard -= 1
+        self._file.write(data.reshape(-1).view(torch.uint8).numpy())  # the tensor's own buffer, no copy
+        self._rows_done += rows
+        if self._rows_done == (planned.shape[0] if planned.shape else 1):
+            self._next += 1
+            self._left_in_shard -= 1
+            self._rows_done = 0
 
     def close(self) -> None:
         if self._next != len(self.plan):

@@ -6,6 +6,7 @@ One plain loop; follow any weight from the YAML to disk by reading `run_merge` t
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import time
@@ -32,6 +33,9 @@ from vadasm.io import (
 )
 from vadasm.merge.recipe import MergeConfig, resolve_setting
 from vadasm.methods import get_method
+from vadasm.methods.sparsify import magnitude_cuts
+
+CHUNK_ELEMENTS = 1 << 23  # entries per input in one chunk of a row-wise merge: 32 MiB in fp32
 
 
 @dataclass
@@ -102,8 +106,11 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
                 tensor = reference.get_checked(action.name)
             else:
                 t = 0.0 if action.layer is None else (action.layer / (num_layers - 1) if num_layers > 1 else 1.0)
-                tensor = _merge_tensor(recipe, method, action, base, inputs, t, options.device, alignments)
                 merged += 1
+                if method.rows_independent and action.shape and not alignments:
+                    _merge_rows(recipe, method, action, base, inputs, t, options.device, writer)
+                    continue
+                tensor = _merge_tensor(recipe, method, action, base, inputs, t, options.device, alignments)
             writer.write(action.name, tensor)
         writer.close()
         _write_sidecars(tmp, recipe, checkpoints, reference, plan)
@@ -165,6 +172,7 @@ def plan_tensors(reference: Checkpoint, models: list[Checkpoint], arch: Architec
 def _merge_tensor(recipe: MergeConfig, method, action: TensorAction, base: Checkpoint | None,
                   inputs: list[Checkpoint], t: float, device: str,
                   alignments: dict[Path, Alignment] | None = None) -> torch.Tensor:
+    """Merge one whole tensor (methods that need all of it at once, or aligned inputs)."""
     name, shape = action.name, action.shape
 
     def load(ck: Checkpoint) -> torch.Tensor:
@@ -177,21 +185,80 @@ def _merge_tensor(recipe: MergeConfig, method, action: TensorAction, base: Check
 
     base_tensor = load(base) if base is not None else None
     tensors = [load(ck) for ck in inputs]
-    model_params = {}
+    params = _method_params(recipe, method, name, t)
+    generators = _generators(recipe.seed, name, len(inputs), device)
+    return method.func(base_tensor, tensors, **params, generator=generators).cpu()
+
+
+def _merge_rows(recipe: MergeConfig, method, action: TensorAction, base: Checkpoint | None,
+                inputs: list[Checkpoint], t: float, device: str, writer: ShardedWriter) -> None:
+    """Merge one tensor in chunks of rows, writing each chunk as soon as it is computed.
+
+    Memory follows the chunk (CHUNK_ELEMENTS entries per input), not the tensor, and each
+    checkpoint is read once per chunk even when it is both the base and an input. For TIES the
+    per-model magnitude cuts are found first, in streaming passes over the same chunks. The result
+    is bit-identical to `_merge_tensor` (tests/merge/test_chunked.py).
+    """
+    name, shape = action.name, action.shape
+    params = _method_params(recipe, method, name, t)
+    row_size = math.prod(shape[1:])
+    step = max(1, CHUNK_ELEMENTS // max(1, row_size))
+    ranges = [(start, min(start + step, shape[0])) for start in range(0, shape[0], step)]
+    base = base if method.needs_base else None
+    sources = list({id(ck): ck for ck in ([base] if base is not None else []) + inputs}.values())
+    columns = tuple(slice(0, s) for s in shape[1:])  # planned truncation of a larger vocabulary
+
+    def read(rows: tuple[int, int], check: bool) -> dict[int, torch.Tensor]:
+        parts = {}
+        for ck in sources:
+            part = ck.read_rows(name, *rows)[(slice(None), *columns)].to(device=device, dtype=torch.float32)
+            if check and not torch.isfinite(part).all():
+                raise VadasmError(f"{ck.files[name]}: tensor '{name}' contains NaN or Inf values")
+            parts[id(ck)] = part
+        return parts
+
+    extra = {}
+    if method.magnitude_pruning:
+        def abs_deltas():
+            for rows in ranges:
+                parts = read(rows, check=False)
+                yield [(parts[id(ck)] - parts[id(base)]).abs_() for ck in inputs]
+
+        extra["cuts"] = magnitude_cuts(abs_deltas, math.prod(shape), params["density"])
+    generators = _generators(recipe.seed, name, len(inputs), device)
+    offset = 0
+    for rows in ranges:
+        parts = read(rows, check=True)
+        if method.magnitude_pruning:
+            extra["offset"] = offset
+        merged = method.func(parts[id(base)] if base is not None else None, [parts[id(ck)] for ck in inputs],
+                             **params, generator=generators, **extra)
+        writer.write_rows(name, merged)
+        offset += merged.numel()
+
+
+def _method_params(recipe: MergeConfig, method, name: str, t: float) -> dict:
+    """The method's parameters for one tensor: per-model lists and global values, gradients resolved."""
+    params = {}
     for key, default in method.model_params.items():
         values = []
         for entry in recipe.input_models():
             setting = entry.parameters.get(key, recipe.parameters.get(key, default))
             values.append(resolve_setting(setting, name, t))
-        model_params[key] = values
-    global_params = {}
+        params[key] = values
     for key, default in method.global_params.items():
         value = resolve_setting(recipe.parameters.get(key, default), name, t)
         if value is None:
             raise VadasmError(f"recipe: parameter '{key}' is required by '{method.name}' (no value for {name})")
-        global_params[key] = value
-    generator = torch.Generator(device=device).manual_seed(_tensor_seed(recipe.seed, name))
-    return method.func(base_tensor, tensors, **model_params, **global_params, generator=generator).cpu()
+        params[key] = value
+    return params
+
+
+def _generators(seed: int, name: str, count: int, device: str) -> list[torch.Generator]:
+    """One generator per input model, so each model's random mask is drawn in flat order and
+    chunked merges draw exactly the masks whole-tensor merges draw."""
+    first = _tensor_seed(seed, name)
+    return [torch.Generator(device=device).manual_seed((first + i) % 2**63) for i in range(count)]
 
 
 def _open_all(recipe: MergeConfig, options: MergeOptions) -> dict[str, Checkpoint]:

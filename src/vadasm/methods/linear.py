@@ -25,4 +25,4 @@ def _linear(base, tensors, *, weight, normalize, generator=None):
 
 register(MergeMethod("linear", _linear, needs_base=False, base_is_input=True,
                      model_params={"weight": 1.0}, global_params={"normalize": True},
-                     reference="https://arxiv.org/abs/2203.05482"))
+                     reference="https://arxiv.org/abs/2203.05482", rows_independent=True))

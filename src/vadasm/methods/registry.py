@@ -1,8 +1,8 @@
 """Merge methods by name, with the parameters each declares (mergekit's YAML keys and defaults).
 
 A method is a pure function `f(base, tensors, *, <per-model params as lists>, <global params>,
-generator) -> Tensor`. Registering it declares which parameters it reads, so recipes can be
-validated before any tensor is loaded.
+generator) -> Tensor` (`generator`: one, or one per model, for random masks). Registering it
+declares which parameters it reads, so recipes can be validated before any tensor is loaded.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ class MergeMethod:
     global_params: dict[str, Any] = field(default_factory=dict)
     reference: str = ""
     exact_inputs: int | None = None  # e.g. slerp merges exactly two models
+    # Output rows depend only on the same rows of the inputs, so large tensors can be merged in row
+    # chunks (bounded memory); with `magnitude_pruning` the func also takes `cuts` and `offset`,
+    # the per-model thresholds found over the whole tensors first (see methods/sparsify.py).
+    rows_independent: bool = False
+    magnitude_pruning: bool = False
 
 
 METHODS: dict[str, MergeMethod] = {}

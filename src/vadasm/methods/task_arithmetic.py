@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from vadasm.methods.registry import MergeMethod, register
-from vadasm.methods.sparsify import magnitude_prune, random_prune
+from vadasm.methods.sparsify import MagnitudeCut, apply_cut, magnitude_prune, random_prune
 
 
 def sign_consensus_mask(weighted_deltas: torch.Tensor, method: str = "sum") -> torch.Tensor:
@@ -40,20 +40,29 @@ def generalized_task_arithmetic(
     normalize: bool = False,
     lambda_: float = 1.0,
     rescale: bool = True,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    cuts: Sequence[MagnitudeCut | None] | None = None,
+    offset: int = 0,
 ) -> torch.Tensor:
-    """base + lambda * combine(prune(t_i - base) * w_i), computed in fp32 (see module docstring)."""
+    """base + lambda * combine(prune(t_i - base) * w_i), computed in fp32 (see module docstring).
+
+    Every step but magnitude pruning is elementwise, so the inputs may be consecutive rows of
+    larger tensors: pass the per-model `cuts` found over the whole tensors (`magnitude_cuts`),
+    `offset` (flat index of the rows' first entry) and one `generator` per model (each draws its
+    DARE mask in flat order); the result is then bit-identical to merging the whole tensors.
+    """
     if not tensors:
         return base
     base32 = base.float()
     density = density if density is not None else [1.0] * len(tensors)
+    generators = generator if isinstance(generator, Sequence) else [generator] * len(tensors)
     deltas = []
-    for tensor, dens in zip(tensors, density):
+    for i, (tensor, dens) in enumerate(zip(tensors, density)):
         delta = tensor.float() - base32
         if pruning == "magnitude":
-            delta = magnitude_prune(delta, dens)
+            delta = apply_cut(delta, cuts[i], offset) if cuts is not None else magnitude_prune(delta, dens)
         elif pruning == "random":
-            delta = random_prune(delta, dens, rescale, generator)
+            delta = random_prune(delta, dens, rescale, generators[i])
         deltas.append(delta)
     stacked = torch.stack(deltas)
     del deltas
@@ -112,16 +121,19 @@ def dare_merge(
 
 
 def _variant(name: str, pruning: str | None, consensus: str | None, normalize: bool, reference: str) -> None:
-    def merge(base, tensors, *, weight, density, normalize, rescale, generator=None, int8_mask=False, **kw):
+    def merge(base, tensors, *, weight, density, normalize, rescale, generator=None, int8_mask=False,
+              cuts=None, offset=0, **kw):
         return generalized_task_arithmetic(
             base, tensors, weight=weight, density=density, pruning=pruning, consensus=consensus,
             normalize=normalize, lambda_=kw["lambda"], rescale=rescale, generator=generator,
+            cuts=cuts, offset=offset,
         )
 
     model_params = {"weight": 1.0, "density": 1.0}
     global_params = {"normalize": normalize, "lambda": 1.0, "rescale": pruning == "random", "int8_mask": False}
     register(MergeMethod(name, merge, needs_base=True, base_is_input=False, model_params=model_params,
-                         global_params=global_params, reference=reference))
+                         global_params=global_params, reference=reference, rows_independent=True,
+                         magnitude_pruning=pruning == "magnitude"))
 
 
 _variant("task_arithmetic", None, None, False, "https://arxiv.org/abs/2212.04089")

@@ -1,0 +1,259 @@
+"""Time and peak memory of `vadasm merge` against mergekit on synthetic Llama checkpoints.
+
+For each size it writes a bf16 base and two "fine-tunes" (benchmarks/synthetic.py; cached in
+--workdir between runs), then runs both tools on the same recipe, one method at a time, each as
+its own child process: wall time, peak RSS of that child (os.wait4 accounting, which counts
+memory-mapped file pages that were touched, as the kernel does), then compares the two outputs
+tensor by tensor. Also times `vadasm blend` (the SVD sweep) on the sizes given by --blend-sizes.
+
+    python benchmarks/merge_speed.py --sizes 135M,1B,3B --mergekit /work/mkvenv/bin/mergekit-yaml
+
+Recipes compute in fp32 (`dtype: float32`) and write bf16 (`out_dtype: bfloat16`) in both
+tools. DARE draws its random masks from different generators in the two tools, so DARE outputs
+are compared by statistics (fraction of entries changed, mean |merged - base|), not equality;
+benchmarks/mergekit_parity.py checks DARE equality at density 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic import SIZES, cached_model, largest_tensor_bytes, num_parameters  # noqa: E402
+
+from vadasm.io import Checkpoint  # noqa: E402
+
+METHODS: dict[str, dict] = {
+    "linear": {"parameters": {}, "model_params": [{"weight": 0.5}, {"weight": 0.5}]},
+    "task_arithmetic": {"parameters": {"lambda": 1.0}, "model_params": [{"weight": 0.6}, {"weight": 0.4}]},
+    "ties": {"parameters": {"normalize": True}, "model_params": [{"weight": 0.5, "density": 0.5},
+                                                                 {"weight": 0.5, "density": 0.5}]},
+    "dare_ties": {"parameters": {}, "model_params": [{"weight": 0.5, "density": 0.5},
+                                                     {"weight": 0.5, "density": 0.5}]},
+}
+GIB = 2**30
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_rss_bytes: int
+    returncode: int
+    stderr_tail: str = ""
+
+
+@dataclass
+class Row:
+    size: str
+    method: str
+    vadasm: Run
+    mergekit: Run | None
+    max_abs_diff: float | None = None
+    differing_fraction: float | None = None
+    changed_fraction: tuple[float, float] | None = None  # entries != base: vadasm, mergekit
+    mean_abs_delta: tuple[float, float] | None = None  # mean |merged - base|: vadasm, mergekit
+
+
+def timed(cmd: list[str]) -> Run:
+    """Run one child process; its wall time and its own peak RSS (not the max over all children)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr_reader = _drain(proc)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = stderr_reader()
+    return Run(round(seconds, 2), usage.ru_maxrss * 1024, proc.returncode, stderr[-2000:])
+
+
+def _drain(proc: subprocess.Popen):
+    """Read stderr on a thread so a chatty child never blocks on a full pipe."""
+    chunks: list[bytes] = []
+    thread = threading.Thread(target=lambda: chunks.append(proc.stderr.read()), daemon=True)
+    thread.start()
+
+    def result() -> str:
+        thread.join()
+        return b"".join(chunks).decode(errors="replace")
+
+    return result
+
+
+def write_recipe(path: Path, method: str, base: Path, models: list[Path], dtype: str) -> Path:
+    spec = METHODS[method]
+    raw = {"merge_method": method, "dtype": dtype, "out_dtype": "bfloat16", "parameters": spec["parameters"],
+           "models": [{"model": str(m), "parameters": p} for m, p in zip(models, spec["model_params"])]}
+    if method != "linear":
+        raw["base_model"] = str(base)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def compare(ours: Path, theirs: Path, base: Path) -> dict:
+    """Max |ours - theirs|, fraction of differing entries, and per-tool change statistics."""
+    a, b, ref = Checkpoint.open(ours), Checkpoint.open(theirs), Checkpoint.open(base)
+    if set(a.keys()) != set(b.keys()):
+        missing = sorted(set(a.keys()) ^ set(b.keys()))
+        raise SystemExit(f"{ours} and {theirs}: tensor names differ, e.g. {missing[:3]}")
+    worst, differing, total = 0.0, 0, 0
+    changed, moved = [0, 0], [0.0, 0.0]
+    for name in a.keys():
+        x, y, z = a.get(name).float(), b.get(name).float(), ref.get(name).float()
+        diff = (x - y).abs()
+        worst = max(worst, diff.max().item())
+        differing += int((diff > 0).sum())
+        total += x.numel()
+        for i, out in enumerate((x, y)):
+            delta = (out - z).abs()
+            changed[i] += int((delta > 0).sum())
+            moved[i] += delta.sum(dtype=torch.float64).item()
+    return {"max_abs_diff": worst, "differing_fraction": differing / total,
+            "changed_fraction": (changed[0] / total, changed[1] / total),
+            "mean_abs_delta": (moved[0] / total, moved[1] / total)}
+
+
+def run_size(size: str, args, models_root: Path, out_root: Path) -> list[Row]:
+    print(f"[{size}] preparing synthetic models ({num_parameters(size) / 1e9:.2f}B parameters each)", flush=True)
+    base, *models = [cached_model(models_root, size, v) for v in (0, 1, 2)]
+    rows = []
+    for i, method in enumerate(args.methods):
+        recipe = write_recipe(out_root / f"{size}-{method}.yaml", method, base, models, args.recipe_dtype)
+        ours, theirs = out_root / f"{size}-{method}-vadasm", out_root / f"{size}-{method}-mergekit"
+        vadasm_cmd = [args.vadasm, "merge", str(recipe), str(ours), "--quiet", "--force", "--device", args.device]
+        mergekit_cmd = None if args.skip_mergekit else [
+            args.mergekit, str(recipe), str(theirs), "--no-copy-tokenizer", "--quiet", "--no-write-model-card"]
+        if args.device == "cuda" and mergekit_cmd:
+            mergekit_cmd.append("--cuda")
+        # alternate which tool goes first, so neither always meets a cold page cache
+        order = ["vadasm", "mergekit"] if i % 2 == 0 else ["mergekit", "vadasm"]
+        runs: dict[str, Run | None] = {"mergekit": None}
+        for tool in order:
+            cmd = vadasm_cmd if tool == "vadasm" else mergekit_cmd
+            if cmd is None:
+                continue
+            print(f"[{size}] {method}: {tool} ...", end=" ", flush=True)
+            runs[tool] = timed(cmd)
+            run = runs[tool]
+            print(f"{run.seconds:.1f}s, {run.peak_rss_bytes / GIB:.2f} GiB", flush=True)
+            if run.returncode != 0:
+                raise SystemExit(f"{tool} failed on {size} {method} (exit {run.returncode}):\n{run.stderr_tail}")
+        row = Row(size, method, runs["vadasm"], runs["mergekit"])
+        if runs["mergekit"] is not None:
+            stats = compare(ours, theirs, base)
+            row.max_abs_diff, row.differing_fraction = stats["max_abs_diff"], stats["differing_fraction"]
+            row.changed_fraction, row.mean_abs_delta = stats["changed_fraction"], stats["mean_abs_delta"]
+        rows.append(row)
+        for folder in (ours, theirs):
+            shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
+def run_blend(size: str, args, models_root: Path, out_root: Path) -> dict:
+    base, ft = cached_model(models_root, size, 0), cached_model(models_root, size, 1)
+    out = out_root / f"{size}-blend"
+    print(f"[{size}] blend (alphas {args.alphas}) ...", end=" ", flush=True)
+    run = timed([args.vadasm, "blend", "--before", str(base), "--after", str(ft), "--alphas", args.alphas,
+                 "--output", str(out), "--quiet", "--force"])
+    print(f"{run.seconds:.1f}s, {run.peak_rss_bytes / GIB:.2f} GiB", flush=True)
+    if run.returncode != 0:
+        raise SystemExit(f"vadasm blend failed on {size} (exit {run.returncode}):\n{run.stderr_tail}")
+    shutil.rmtree(out, ignore_errors=True)
+    return {"size": size, "alphas": args.alphas, **asdict(run)}
+
+
+def print_tables(rows: list[Row], blends: list[dict]) -> None:
+    print("\n| size | method | vadasm s | mergekit s | time ratio | vadasm peak RSS | mergekit peak RSS "
+          "| RSS ratio | max abs diff (bf16 out) | entries differing |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        mk = r.mergekit
+        time_ratio = f"{r.vadasm.seconds / mk.seconds:.2f}x" if mk else "-"
+        rss_ratio = f"{r.vadasm.peak_rss_bytes / mk.peak_rss_bytes:.2f}x" if mk else "-"
+        if r.method.startswith("dare") and r.changed_fraction:
+            equality = "random masks differ"
+            differing = (f"changed {r.changed_fraction[0]:.1%} vs {r.changed_fraction[1]:.1%}; mean |Δ| "
+                         f"{r.mean_abs_delta[0]:.3g} vs {r.mean_abs_delta[1]:.3g}")
+        else:
+            equality = f"{r.max_abs_diff:.3g}" if r.max_abs_diff is not None else "-"
+            differing = f"{r.differing_fraction:.2e}" if r.differing_fraction is not None else "-"
+        print(f"| {r.size} | {r.method} | {r.vadasm.seconds:.1f} | {mk.seconds if mk else '-'} | {time_ratio} "
+              f"| {r.vadasm.peak_rss_bytes / GIB:.2f} GiB | {f'{mk.peak_rss_bytes / GIB:.2f} GiB' if mk else '-'} "
+              f"| {rss_ratio} | {equality} | {differing} |")
+    sizes = list(dict.fromkeys(r.size for r in rows))
+    methods = list(dict.fromkeys(r.method for r in rows))
+    print("\nScaling (vadasm; seconds / peak RSS GiB; largest tensor in bf16):\n")
+    print("| size | parameters | largest tensor | " + " | ".join(methods) + " | peak RSS / largest tensor |")
+    print("|---|---|---|" + "---|" * len(methods) + "---|")
+    for size in sizes:
+        cells, worst = [], 0
+        for method in methods:
+            r = next((r for r in rows if r.size == size and r.method == method), None)
+            cells.append(f"{r.vadasm.seconds:.1f} s / {r.vadasm.peak_rss_bytes / GIB:.2f}" if r else "-")
+            worst = max(worst, r.vadasm.peak_rss_bytes if r else 0)
+        largest = largest_tensor_bytes(size)
+        print(f"| {size} | {num_parameters(size) / 1e9:.2f}B | {largest / GIB:.2f} GiB | " + " | ".join(cells)
+              + f" | {worst / largest:.1f}x |")
+    if blends:
+        print("\n| size | vadasm blend alphas | seconds | peak RSS |")
+        print("|---|---|---|---|")
+        for b in blends:
+            print(f"| {b['size']} | {b['alphas']} | {b['seconds']:.1f} | {b['peak_rss_bytes'] / GIB:.2f} GiB |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="135M,1B,3B", help=f"comma-separated, from {', '.join(SIZES)} (7B: opt-in)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated merge methods")
+    parser.add_argument("--mergekit", default="/work/mkvenv/bin/mergekit-yaml", help="mergekit-yaml executable")
+    parser.add_argument("--skip-mergekit", action="store_true", help="time vadasm alone")
+    parser.add_argument("--vadasm", default=shutil.which("vadasm") or str(Path(sys.executable).parent / "vadasm"))
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both tools)")
+    parser.add_argument("--recipe-dtype", default="float32", help="recipe `dtype` (the math dtype in mergekit)")
+    parser.add_argument("--blend-sizes", default="135M,1B", help="sizes for `vadasm blend`; empty to skip")
+    parser.add_argument("--alphas", default="0,0.5,1", help="alphas of the blend sweep")
+    parser.add_argument("--workdir", default=None, help="where synthetic models are cached (default: a temp folder)")
+    parser.add_argument("--json", default=None, help="also write the measurements to this JSON file")
+    args = parser.parse_args()
+    args.sizes = [s for s in args.sizes.split(",") if s]
+    args.methods = [m for m in args.methods.split(",") if m]
+    unknown = [s for s in args.sizes if s not in SIZES] + [m for m in args.methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"unknown size or method: {', '.join(unknown)}")
+    if not args.skip_mergekit and not Path(args.mergekit).is_file():
+        raise SystemExit(f"mergekit-yaml not found at {args.mergekit}: install mergekit in its own venv "
+                         "(python -m venv mkvenv && mkvenv/bin/pip install mergekit), then pass "
+                         "--mergekit mkvenv/bin/mergekit-yaml; or --skip-mergekit to time vadasm alone")
+    if not Path(args.vadasm).is_file():
+        raise SystemExit(f"vadasm executable not found at {args.vadasm}; pass --vadasm PATH")
+
+    temp = Path(tempfile.mkdtemp(prefix="vadasm-speed-"))
+    models_root = Path(args.workdir) if args.workdir else temp / "models"
+    try:
+        rows = [row for size in args.sizes for row in run_size(size, args, models_root, temp)]
+        blend_sizes = [s for s in args.blend_sizes.split(",") if s]
+        blends = [run_blend(size, args, models_root, temp) for size in blend_sizes]
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    print_tables(rows, blends)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({
+            "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+            "rows": [asdict(r) for r in rows], "blend": blends}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
