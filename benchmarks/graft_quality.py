@@ -73,9 +73,16 @@ def class_a(args, work: Path, record: dict) -> tuple[str, list[EvalReport], list
                                    projector_variance=0.95, seed=args.seed)
         record["grafts"]["classA-svd95"] = svd_info
         models["graft-svd95"] = svd_out
+    if args.protect0:
+        p0_out, p0_info = _graft(work, "classA-protect0", "llava-smollm2", "smollm2-arith", base=base,
+                                 protect_ratio=0.0, seed=args.seed)
+        record["grafts"]["classA-protect0"] = p0_info
+        models["graft-protect0"] = p0_out
     models.update({"donor": artefact_dir("llava-smollm2"), "recipient": artefact_dir("smollm2-arith")})
     vqa = measure_graft(models, ["easyvqa"], limit=args.limit, seed=args.seed, keep_predictions=True)
     arith_models = {"graft": a_out, "recipient": artefact_dir("smollm2-arith"), "smollm2": artefact_dir("smollm2")}
+    if args.protect0:
+        arith_models["graft-protect0"] = p0_out
     arith = measure_graft(arith_models, ["arith"], limit=args.arith_limit, seed=args.seed)
     found = [v for name in models if name.startswith("graft") for v in verdicts(vqa, graft=name)]
     lines = [line for v in found for line in v.lines]
@@ -125,6 +132,7 @@ def main() -> None:
     parser.add_argument("--arith-limit", type=int, default=200, help="arithmetic test problems per model")
     parser.add_argument("--maps", default="lstsq,procrustes,omp", help="class C: one graft per map")
     parser.add_argument("--svd", action="store_true", help="class A: also the 95%%-variance SVD projector")
+    parser.add_argument("--protect0", action="store_true", help="class A: also the graft with no protected layers")
     parser.add_argument("--only", choices=("A", "C"), default=None)
     parser.add_argument("--work", default="/tmp/vadasm-graft-quality", help="where the grafts are written")
     parser.add_argument("--out", default="benchmarks/results", help="where the tables go")
@@ -144,7 +152,7 @@ def main() -> None:
 
     command = "python benchmarks/graft_quality.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("limit", "arith_limit", "maps", "only")
-        and v is not None) + (" --svd" if args.svd else "")
+        and v is not None) + (" --svd" if args.svd else "") + (" --protect0" if args.protect0 else "")
     markdown = [f"Measured by `{command}` ({time.time() - started:.0f}s, CPU). Accuracies in %, easy-vqa test split.",
                 ""]
     for title, reports, lines in sections:
