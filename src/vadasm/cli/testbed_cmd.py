@@ -73,5 +73,15 @@ def status_command(
         typer.echo(f"{name:15s} built {record['created']} in {record['seconds']:.0f} s  {artefact_dir(name)}")
         for key, value in record["scores"].items():
             if key.startswith("test_"):
-                for s in value:
-                    typer.echo(f"    {key[5:]:8s} {s['model']:15s} {s['condition']:9s} {100 * s['value']:5.1f}%")
+                _print_scores(key.removeprefix("test_"), value)
+
+
+def _print_scores(task: str, scores: list[dict]) -> None:
+    """One line per model/condition: overall and per-group percentages, as measured at build time."""
+    groups = sorted({g for s in scores for g in s["groups"]})
+    typer.echo(f"    {task} (test split)  {'model/condition':28s} {'n':>4s} {'all':>6s} " + " ".join(
+        f"{g:>15s}" for g in groups))
+    for s in scores:
+        label = f"{s['model']}/{s['condition']}"
+        cells = " ".join(f"{100 * s['groups'][g]:15.1f}" if g in s["groups"] else f"{'-':>15s}" for g in groups)
+        typer.echo(f"    {'':{len(task) + 13}s} {label:28s} {s['n']:4d} {100 * s['value']:6.1f} {cells}")

