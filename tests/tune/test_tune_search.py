@@ -75,10 +75,11 @@ def test_resume_reuses_logged_trials(tmp_path):
     Counting.calls = 0
     first = run("grid", Counting(), grid_points=3, log_path=log)
     calls_first = Counting.calls
-    # references + 3x3 grid + test of recipient and winner: (0.5, 0.5) is the grid's best and ties the
-    # defaults, so the defaults win (earlier trial) and need no second validation run
+    # references + 3x3 grid (less the defaults' point, answered by the reference run) + test of the
+    # recipient and the winner: (0.5, 0.5) is the grid's best and ties the defaults, which win as the
+    # earlier trial and need no second validation run
     assert first.best.kind == "default"
-    assert calls_first == 2 + 9 + 2
+    assert calls_first == 2 + 8 + 2
     lines = log.read_text().splitlines()
     assert len(lines) == calls_first and json.loads(lines[0])["kind"] == "recipient"
     with log.open("a") as handle:

@@ -155,7 +155,9 @@ class _Log:
         self.path, self.known, self.trials = path, known, []
 
     def get(self, params, split: str, controls: bool) -> Trial | None:
-        return self.known.get(key_of(params, split, controls))
+        """A logged trial for this candidate; one run with controls also answers one without."""
+        found = self.known.get(key_of(params, split, controls))
+        return found if found is not None or controls else self.known.get(key_of(params, split, True))
 
     def add(self, kind: str, params, split: str, controls: bool, evaluation: Evaluation | None,
             cached: Trial | None = None) -> Trial:
@@ -174,13 +176,13 @@ class _Log:
 def _evaluate_batch(log: _Log, evaluator: Evaluator, kind: str, batch: list, split: str, controls: bool,
                     ) -> list[Trial]:
     """Evaluate the candidates of a batch the log does not know yet; trials in batch order."""
-    missing = [p for p in batch if log.get(p, split, controls) is None]
+    missing = list({key_of(p, split, controls): p for p in batch if log.get(p, split, controls) is None}.values())
     fresh = dict(zip((key_of(p, split, controls) for p in missing),
                      evaluator.run([(p, split, controls) for p in missing]))) if missing else {}
     out = []
     for params in batch:
         key = key_of(params, split, controls)
-        if key in fresh:
+        if key in fresh:  # evaluated now (a duplicate later in the batch reads it from the log)
             out.append(log.add(kind, params, split, controls, fresh.pop(key)))
         else:  # known from an earlier run (resume) or from earlier in this batch
             out.append(log.add(kind, params, split, controls, None, cached=log.get(params, split, controls)))
