@@ -50,6 +50,7 @@ GIB = 2**30
 @dataclass
 class Run:
     seconds: float
+    cpu_seconds: float  # user + system: less sensitive than wall time to other jobs on a shared machine
     peak_rss_bytes: int
     returncode: int
     stderr_tail: str = ""
@@ -76,7 +77,8 @@ def timed(cmd: list[str]) -> Run:
     seconds = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     stderr = stderr_reader()
-    return Run(round(seconds, 2), usage.ru_maxrss * 1024, proc.returncode, stderr[-2000:])
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(round(seconds, 2), round(cpu, 2), usage.ru_maxrss * 1024, proc.returncode, stderr[-2000:])
 
 
 def _drain(proc: subprocess.Popen):
@@ -147,7 +149,7 @@ def run_size(size: str, args, models_root: Path, out_root: Path) -> list[Row]:
             print(f"[{size}] {method}: {tool} ...", end=" ", flush=True)
             runs[tool] = timed(cmd)
             run = runs[tool]
-            print(f"{run.seconds:.1f}s, {run.peak_rss_bytes / GIB:.2f} GiB", flush=True)
+            print(f"{run.seconds:.1f}s ({run.cpu_seconds:.1f}s CPU), {run.peak_rss_bytes / GIB:.2f} GiB", flush=True)
             if run.returncode != 0:
                 raise SystemExit(f"{tool} failed on {size} {method} (exit {run.returncode}):\n{run.stderr_tail}")
         row = Row(size, method, runs["vadasm"], runs["mergekit"])
@@ -167,7 +169,7 @@ def run_blend(size: str, args, models_root: Path, out_root: Path) -> dict:
     print(f"[{size}] blend (alphas {args.alphas}) ...", end=" ", flush=True)
     run = timed([args.vadasm, "blend", "--before", str(base), "--after", str(ft), "--alphas", args.alphas,
                  "--output", str(out), "--quiet", "--force"])
-    print(f"{run.seconds:.1f}s, {run.peak_rss_bytes / GIB:.2f} GiB", flush=True)
+    print(f"{run.seconds:.1f}s ({run.cpu_seconds:.1f}s CPU), {run.peak_rss_bytes / GIB:.2f} GiB", flush=True)
     if run.returncode != 0:
         raise SystemExit(f"vadasm blend failed on {size} (exit {run.returncode}):\n{run.stderr_tail}")
     shutil.rmtree(out, ignore_errors=True)
@@ -175,12 +177,14 @@ def run_blend(size: str, args, models_root: Path, out_root: Path) -> dict:
 
 
 def print_tables(rows: list[Row], blends: list[dict]) -> None:
-    print("\n| size | method | vadasm s | mergekit s | time ratio | vadasm peak RSS | mergekit peak RSS "
-          "| RSS ratio | max abs diff (bf16 out) | entries differing |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| size | method | vadasm s | mergekit s | time ratio | CPU s vadasm / mergekit | CPU ratio "
+          "| vadasm peak RSS | mergekit peak RSS | RSS ratio | max abs diff (bf16 out) | entries differing |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         mk = r.mergekit
         time_ratio = f"{r.vadasm.seconds / mk.seconds:.2f}x" if mk else "-"
+        cpu = f"{r.vadasm.cpu_seconds:.1f} / {mk.cpu_seconds:.1f}" if mk else f"{r.vadasm.cpu_seconds:.1f} / -"
+        cpu_ratio = f"{r.vadasm.cpu_seconds / mk.cpu_seconds:.2f}x" if mk else "-"
         rss_ratio = f"{r.vadasm.peak_rss_bytes / mk.peak_rss_bytes:.2f}x" if mk else "-"
         if r.method.startswith("dare") and r.changed_fraction:
             equality = "random masks differ"
@@ -189,8 +193,9 @@ def print_tables(rows: list[Row], blends: list[dict]) -> None:
         else:
             equality = f"{r.max_abs_diff:.3g}" if r.max_abs_diff is not None else "-"
             differing = f"{r.differing_fraction:.2e}" if r.differing_fraction is not None else "-"
+        mk_rss = f"{mk.peak_rss_bytes / GIB:.2f} GiB" if mk else "-"
         print(f"| {r.size} | {r.method} | {r.vadasm.seconds:.1f} | {mk.seconds if mk else '-'} | {time_ratio} "
-              f"| {r.vadasm.peak_rss_bytes / GIB:.2f} GiB | {f'{mk.peak_rss_bytes / GIB:.2f} GiB' if mk else '-'} "
+              f"| {cpu} | {cpu_ratio} | {r.vadasm.peak_rss_bytes / GIB:.2f} GiB | {mk_rss} "
               f"| {rss_ratio} | {equality} | {differing} |")
     sizes = list(dict.fromkeys(r.size for r in rows))
     methods = list(dict.fromkeys(r.method for r in rows))
@@ -207,10 +212,11 @@ def print_tables(rows: list[Row], blends: list[dict]) -> None:
         print(f"| {size} | {num_parameters(size) / 1e9:.2f}B | {largest / GIB:.2f} GiB | " + " | ".join(cells)
               + f" | {worst / largest:.1f}x |")
     if blends:
-        print("\n| size | vadasm blend alphas | seconds | peak RSS |")
-        print("|---|---|---|---|")
+        print("\n| size | vadasm blend alphas | seconds | CPU s | peak RSS |")
+        print("|---|---|---|---|---|")
         for b in blends:
-            print(f"| {b['size']} | {b['alphas']} | {b['seconds']:.1f} | {b['peak_rss_bytes'] / GIB:.2f} GiB |")
+            print(f"| {b['size']} | {b['alphas']} | {b['seconds']:.1f} | {b['cpu_seconds']:.1f} "
+                  f"| {b['peak_rss_bytes'] / GIB:.2f} GiB |")
 
 
 def main() -> None:

@@ -35,7 +35,10 @@ from vadasm.merge.recipe import MergeConfig, resolve_setting
 from vadasm.methods import get_method
 from vadasm.methods.sparsify import magnitude_cuts
 
-CHUNK_ELEMENTS = 1 << 23  # entries per input in one chunk of a row-wise merge: 32 MiB in fp32
+# Entries per input in one chunk of a row-wise merge (4 MiB in fp32). Small on purpose: glibc recycles
+# blocks this size without returning them to the kernel, while 32 MiB chunks were measured to spend
+# over half their CPU time in page faults on fresh memory.
+CHUNK_ELEMENTS = 1 << 20
 
 
 @dataclass
@@ -212,7 +215,7 @@ def _merge_rows(recipe: MergeConfig, method, action: TensorAction, base: Checkpo
         parts = {}
         for ck in sources:
             part = ck.read_rows(name, *rows)[(slice(None), *columns)].to(device=device, dtype=torch.float32)
-            if check and not torch.isfinite(part).all():
+            if check and not torch.isfinite(part.sum()) and not torch.isfinite(part).all():  # sum: 10x cheaper
                 raise VadasmError(f"{ck.files[name]}: tensor '{name}' contains NaN or Inf values")
             parts[id(ck)] = part
         return parts
