@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -26,4 +27,6 @@ def test_quickstart_notebook_runs_on_the_testbed(tmp_path, monkeypatch):
                      for o in cell.get("outputs", []))
     assert "class A" in text and "blind" in text and "validation gate:" in text
     assert "recipient   val objective" in text and "would upload" in text
-    assert (tmp_path / "work" / "smollm2-sees" / "README.md").is_file()
+    card = (tmp_path / "work" / "smollm2-sees" / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    exec(code.replace("me/smollm2-sees", str(tmp_path / "work" / "smollm2-sees")), {})  # the card's code loads it

@@ -72,7 +72,8 @@ def tables_from_config(config: dict) -> list[ScoreTable]:
             for key, value in sorted((values or {}).items()):
                 task, _, condition = key.partition("/")
                 rows.append({"model": _display(model), "task": task, "condition": condition,
-                             "metric": "perplexity" if task == "perplexity" else "score", "value": value, "n": None})
+                             "metric": "perplexity" if task == "perplexity" else "score", "value": value,
+                             "n": part.get("n")})
         tables.append(ScoreTable(title, part.get("split", section), rows))
     return tables
 

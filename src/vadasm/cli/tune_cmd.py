@@ -129,7 +129,7 @@ def tune_command(
             lines.append(f"nothing written to {output}: changing nothing scored best on validation")
         else:
             builder.build(result.best.params, output)
-            record_tuning(output, result, weights, search)
+            record_tuning(output, result, weights, search, limit)
             lines.append(f"winner written to {output}")
     emit(result.to_dict() | {"plot": str(plot)}, as_json, lines, quiet)
     if result.gate and not result.gate.passed and not quiet and not as_json:
@@ -149,7 +149,7 @@ def load_recipe_template(path: Path) -> dict:
     return raw
 
 
-def record_tuning(output: Path, result, weights: dict[str, float], search: str) -> None:
+def record_tuning(output: Path, result, weights: dict[str, float], search: str, limit: int | None) -> None:
     """Tuning, validation (with the gate) and test sections of the winner's vadasm_config.json."""
     from vadasm.card import hardware_summary
     from vadasm.tune.gate import record_in_config
@@ -166,10 +166,10 @@ def record_tuning(output: Path, result, weights: dict[str, float], search: str) 
         "seconds": result.seconds, "hardware": hardware_summary(),
     })
     record_in_config(output, "validation", {
-        "split": "val", "scores": result.best_validation.scores, "recipient": recipient.scores,
+        "split": "val", "n": limit, "scores": result.best_validation.scores, "recipient": recipient.scores,
         "objective": result.best_validation.objective, "gate": result.gate.to_dict(),
     })
     if result.test:
-        record_in_config(output, "test", {"split": "test", **{
+        record_in_config(output, "test", {"split": "test", "n": limit, **{
             name: {"params": t.params, "objective": t.objective, "scores": t.scores} for name, t in result.test.items()
         }})
