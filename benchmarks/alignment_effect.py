@@ -7,9 +7,10 @@ Pair: SmolLM2-135M-Instruct (base, testbed `smollm2`) and its arithmetic fine-tu
    prose): how many units move, distance to the base before/after.
 2. TIES merge (density 0.5, weight 1) of base + fine-tune, plain and with --align: relative
    weight difference between the two merges; both scored if they differ.
-3. Null model: the fine-tune with every MLP neuron and head randomly permuted (same function).
-   Merging it without alignment, and with --align, beside base, fine-tune and the plain merge,
-   on held-out arithmetic (test split) and perplexity (test prose).
+3. Null model: the fine-tune with every MLP neuron and head randomly permuted (same function:
+   logits compared). Merging it without alignment, and with --align, beside base, fine-tune and
+   the plain merge, on held-out arithmetic (test split) and perplexity (test prose). Arms whose
+   weights equal an already scored arm's are not scored again (identical weights, identical scores).
 """
 
 from __future__ import annotations
@@ -48,9 +49,24 @@ def relative_difference(a: Path, b: Path) -> dict:
             "tensors": len(ca.keys())}
 
 
+@torch.no_grad()
+def max_logit_difference(a: Path, b: Path) -> float:
+    """Largest |logit| difference between two models on held-out validation prose."""
+    from transformers import AutoModelForCausalLM
+
+    from vadasm.align.activations import validation_token_ids
+
+    ids = validation_token_ids(a, max_tokens=512)
+    worst = 0.0
+    models = [AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32).eval() for p in (a, b)]
+    for batch in ids:
+        worst = max(worst, float((models[0](input_ids=batch).logits - models[1](input_ids=batch).logits).abs().max()))
+    return worst
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--limit", type=int, default=200, help="arithmetic test problems per model")
+    parser.add_argument("--limit", type=int, default=100, help="arithmetic test problems per model")
     parser.add_argument("--work", default="/tmp/vadasm-alignment")
     parser.add_argument("--out", default="results/alignment.json")
     parser.add_argument("--seed", type=int, default=0)
@@ -96,10 +112,12 @@ def main() -> None:
     }
     print("null model", record["null_model"])
 
+    record["null_model"]["shuffled_vs_fine_tune_max_logit_difference"] = max_logit_difference(tuned_dir, shuffled)
+    # Identical weights give identical scores: only arms whose weights differ from a scored arm are scored.
     arms = {"base (smollm2)": base_dir, "fine-tune (smollm2-arith)": tuned_dir, "merge": merges["merge_plain"],
-            "fine-tune shuffled (same function)": shuffled,
-            "merge with shuffled, no align": work / "merge_shuffled_plain",
-            "merge with shuffled, --align": work / "merge_shuffled_aligned"}
+            "merge with shuffled, no align": work / "merge_shuffled_plain"}
+    if record["null_model"]["shuffled_aligned_vs_plain_merge"]["tensors_differing"]:
+        arms["merge with shuffled, --align"] = work / "merge_shuffled_aligned"
     if record["plain_vs_aligned_merge"]["tensors_differing"]:
         arms["merge --align"] = merges["merge_aligned"]
     report = evaluate([(name, lambda p=path: TransformersBackend(p)) for name, path in arms.items()],

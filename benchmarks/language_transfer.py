@@ -19,7 +19,7 @@ from pathlib import Path
 from vadasm.eval.backends import TransformersBackend
 from vadasm.eval.harness import evaluate
 from vadasm.testbed.paths import artefact_dir, is_built
-from vadasm.transfer import TransferOptions, language_transfer, verdict
+from vadasm.transfer import TransferOptions, TransferResult, language_transfer, verdict
 
 
 def main() -> None:
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/vadasm-language-transfer")
     parser.add_argument("--out", default="results/language_transfer.json")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", action="store_true", help="reuse transfers already written under --work")
     args = parser.parse_args()
     missing = [a for a in ("smollm2", "gemma3-270m") if not is_built(a)]
     if missing:
@@ -42,8 +43,11 @@ def main() -> None:
                     "map_method": args.map_method, "transfers": {}}
     for beta in args.betas:
         out = work / f"beta{beta}"
-        result = language_transfer(recipient, donor, out, options=TransferOptions(
-            beta=beta, map_method=args.map_method, seed=args.seed, force=True, progress=False))
+        if args.reuse and (out / "vadasm_config.json").is_file():
+            result = TransferResult(**json.loads((out / "vadasm_config.json").read_text())["result"])
+        else:
+            result = language_transfer(recipient, donor, out, options=TransferOptions(
+                beta=beta, map_method=args.map_method, seed=args.seed, force=True, progress=False))
         layers = result.layers
         record["transfers"][str(beta)] = {
             "seconds": result.seconds, "maps": result.maps, "controls": result.controls,
