@@ -39,6 +39,9 @@ from vadasm.methods.sparsify import magnitude_cuts
 # blocks this size without returning them to the kernel, while 32 MiB chunks were measured to spend
 # over half their CPU time in page faults on fresh memory.
 CHUNK_ELEMENTS = 1 << 20
+# TIES finds its cuts in two or three passes over |delta|; up to this many entries (all models, 128 MiB
+# in fp32) they are kept between passes instead of read and recomputed. Vocabulary-sized matrices stream.
+CUT_CACHE_ELEMENTS = 1 << 25
 
 
 @dataclass
@@ -227,7 +230,11 @@ def _merge_rows(recipe: MergeConfig, method, action: TensorAction, base: Checkpo
                 parts = read(rows, check=False)
                 yield [(parts[id(ck)] - parts[id(base)]).abs_() for ck in inputs]
 
-        extra["cuts"] = magnitude_cuts(abs_deltas, math.prod(shape), params["density"])
+        stream = abs_deltas
+        if math.prod(shape) * len(inputs) <= CUT_CACHE_ELEMENTS:  # read once, not once per selection pass
+            cached = list(abs_deltas())
+            stream = lambda: cached  # noqa: E731
+        extra["cuts"] = magnitude_cuts(stream, math.prod(shape), params["density"])
     generators = _generators(recipe.seed, name, len(inputs), device)
     offset = 0
     for rows in ranges:
