@@ -71,8 +71,8 @@ def plan(only: tuple[str, ...]) -> list[str]:
 
 def build(options: BuildOptions, log: Callable[[str], None] = print) -> dict[str, dict]:
     """Build what is missing (everything with `force`) and return each artefact's record."""
-    _require(("gguf", "gguf"), ("easy_vqa", "easy-vqa"), ("peft", "peft"), ("PIL", "pillow"))
     steps = plan(options.only)
+    _require(("gguf", "gguf"), ("easy_vqa", "easy-vqa"), ("peft", "peft"), ("PIL", "pillow"))
     testbed_home().mkdir(parents=True, exist_ok=True)
     records = {}
     total = time.time()
