@@ -67,6 +67,9 @@ def tune_command(
         = None,
     test: Annotated[bool, typer.Option("--test/--no-test", help="Re-score the winner on the test split.")] = True,
     batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 16,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads per evaluation (default: torch's choice; 1 is often fastest on a busy machine).")]
+        = None,
     device: Device = "cpu",
     force: Force = False,
     quiet: Quiet = False,
@@ -93,6 +96,10 @@ def tune_command(
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     space = space_from_specs(param)
     if (recipe is None) == (donor is None):
         raise VadasmError("give either --recipe (merge) or --donor (graft)")
@@ -120,7 +127,7 @@ def tune_command(
     optimizer = make_optimizer(search, space, seed, grid_points, population, generations, batch=max(workers, 1))
     out.mkdir(parents=True, exist_ok=True)
     result = tune(objective, space, optimizer, budget, out / "trials.jsonl", workers, ray,
-                  builder.zero_params(), seed, test, progress=not quiet)
+                  builder.zero_params(), seed, test, progress=not quiet, threads=threads)
     (out / "tune_result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     plot = plot_search(result, out / "tune_search.png")
     lines = result.lines() + [f"trials: {out / 'trials.jsonl'}", f"plot: {plot}"]

@@ -121,10 +121,11 @@ def _evaluate(objective: Objective, params, split: str, controls: bool, threads:
 class Evaluator:
     """Evaluates batches inline, in worker processes, or as Ray tasks, returning results in order."""
 
-    def __init__(self, objective: Objective, workers: int = 1, ray_address: str | None = None):
+    def __init__(self, objective: Objective, workers: int = 1, ray_address: str | None = None,
+                 threads: int | None = None):
         self.objective, self.workers, self._pool, self._ray = objective, workers, None, None
-        threads = max(1, (os.cpu_count() or 1) // max(workers, 1)) if workers > 1 else 0
-        self.threads = threads
+        # Worker processes share the cores; without a choice each takes its share.
+        self.threads = threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0)
         if ray_address:
             try:
                 import ray
@@ -192,11 +193,12 @@ def _evaluate_batch(log: _Log, evaluator: Evaluator, kind: str, batch: list, spl
 def tune(objective: Objective, space: SearchSpace, optimizer: Optimizer, budget: int | None = None,
          log_path: Path | None = None, workers: int = 1, ray_address: str | None = None,
          zero_params: dict[str, Any] | None = None, seed: int = 0, test: bool = True,
-         progress: bool = True, higher_is_better: dict[str, bool] | None = None) -> TuneResult:
+         progress: bool = True, higher_is_better: dict[str, bool] | None = None,
+         threads: int | None = None) -> TuneResult:
     """Search on validation, always against the references, then re-score the winner on test."""
     started = time.perf_counter()
     log = _Log(log_path, read_log(log_path) if log_path else {})
-    evaluator = Evaluator(objective, workers, ray_address)
+    evaluator = Evaluator(objective, workers, ray_address, threads)
     result = TuneResult(optimizer.name, [asdict(p) for p in space.params], seed)
     try:
         references = [("recipient", None), ("default", space.defaults())]
