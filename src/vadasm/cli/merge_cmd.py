@@ -38,6 +38,8 @@ def merge(
     align: Annotated[str | None, typer.Option(
         help="Permute each input's MLP neurons and attention heads to match the base (Hungarian weight "
              "matching) before merging: 'weights' or 'activations' (measured on held-out validation text).")] = None,
+    threads: Annotated[int, typer.Option(
+        help="Torch threads for the math (a reader thread overlaps I/O); more pays only on idle cores.")] = 1,
     device: Device = "cpu",
     force: Force = False,
     allow_pickle: AllowPickle = False,
@@ -63,8 +65,8 @@ def merge(
     raw = _apply_flags(raw, method, base, model, weight, density, param, seed, exclude_norms)
     recipe = recipe_from_dict(raw, source=paths[0] if len(paths) == 2 else "flags")
     options = MergeOptions(dtype=dtype, shard_size=shard_size, force=force, allow_pickle=allow_pickle,
-                           trust_remote_code=trust_remote_code, device=device, progress=not (quiet or as_json),
-                           align=align)
+                           trust_remote_code=trust_remote_code, device=device, threads=threads,
+                           progress=not (quiet or as_json), align=align)
     result = run_merge(recipe, output, options)
     lines = [f"merged {result.merged}/{result.tensors} tensors ({result.architecture}, {result.merge_method}) "
              f"-> {result.output} in {result.seconds:.1f}s"]

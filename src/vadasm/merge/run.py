@@ -11,6 +11,9 @@ import re
 import shutil
 import time
 import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,6 +85,9 @@ class MergeOptions:
     device: str = "cpu"
     progress: bool = True
     align: str | None = None  # "weights" or "activations": permute inputs' neurons/heads to the reference first
+    # torch threads for the math; the reader thread overlaps I/O with it. 1 by default: merge math is
+    # memory-bound, and on shared cores OpenMP's spinning threads were measured to cost 8x more CPU.
+    threads: int = 1
 
 
 def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | None = None) -> MergeResult:
@@ -105,7 +111,9 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
     num_layers = arch.num_layers() or 1
     merged = 0
 
-    with atomic_output_dir(output, options.force) as tmp:
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(options.threads)
+    with atomic_output_dir(output, options.force) as tmp, _restore_threads(threads_before):
         writer = ShardedWriter(tmp, plan, parse_size(options.shard_size))
         for action in tqdm(actions, desc=f"merge ({method.name})", unit="tensor", disable=not options.progress):
             if action.action == "copy_base":
@@ -226,8 +234,7 @@ def _merge_rows(recipe: MergeConfig, method, action: TensorAction, base: Checkpo
     extra = {}
     if method.magnitude_pruning:
         def abs_deltas():
-            for rows in ranges:
-                parts = read(rows, check=False)
+            for parts in _prefetched(ranges, lambda rows: read(rows, check=False)):
                 yield [(parts[id(ck)] - parts[id(base)]).abs_() for ck in inputs]
 
         stream = abs_deltas
@@ -237,14 +244,33 @@ def _merge_rows(recipe: MergeConfig, method, action: TensorAction, base: Checkpo
         extra["cuts"] = magnitude_cuts(stream, math.prod(shape), params["density"])
     generators = _generators(recipe.seed, name, len(inputs), device)
     offset = 0
-    for rows in ranges:
-        parts = read(rows, check=True)
+    for parts in _prefetched(ranges, lambda rows: read(rows, check=True)):
         if method.magnitude_pruning:
             extra["offset"] = offset
         merged = method.func(parts[id(base)] if base is not None else None, [parts[id(ck)] for ck in inputs],
                              **params, generator=generators, **extra)
         writer.write_rows(name, merged)
         offset += merged.numel()
+
+
+def _prefetched(ranges: list[tuple[int, int]], read: Callable[[tuple[int, int]], dict]) -> Iterator[dict]:
+    """`read(rows)` for each range in order, the next one read on a thread while the caller computes
+    (file reads and dtype conversion release the GIL), so a second core serves I/O, not spin-waits."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vadasm-read") as pool:
+        pending = pool.submit(read, ranges[0])
+        for following in [*ranges[1:], None]:
+            parts = pending.result()
+            if following is not None:
+                pending = pool.submit(read, following)
+            yield parts
+
+
+@contextmanager
+def _restore_threads(count: int) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        torch.set_num_threads(count)
 
 
 def _method_params(recipe: MergeConfig, method, name: str, t: float) -> dict:
