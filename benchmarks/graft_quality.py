@@ -23,6 +23,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from vadasm.eval.easyvqa import COLORS, SHAPES, load_split
 from vadasm.eval.harness import EvalReport
 from vadasm.eval.metrics import normalize_vqa_answer
@@ -138,7 +140,9 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results", help="where the tables go")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-anchors", type=int, default=1000, help="(smoke tests on tiny vocabularies)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     scenarios = [args.only] if args.only else ["A", "C"]
     missing = sorted({a for s in scenarios for a in NEEDED[s] if not is_built(a)})
     if missing:
