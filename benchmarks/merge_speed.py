@@ -2,8 +2,8 @@
 
 For each size it writes a bf16 base and two "fine-tunes" (benchmarks/synthetic.py; cached in
 --workdir between runs), then runs both tools on the same recipe, one method at a time, each as
-its own child process: wall time, peak RSS of that child (os.wait4 accounting, which counts
-memory-mapped file pages that were touched, as the kernel does), then compares the two outputs
+its own child process: wall time, CPU time and peak RSS of that child (GNU time; memory-mapped
+file pages that were touched count, as the kernel counts them), then compares the two outputs
 tensor by tensor. Also times `vadasm blend` (the SVD sweep) on the sizes given by --blend-sizes.
 
     python benchmarks/merge_speed.py --sizes 135M,1B,3B --mergekit /work/mkvenv/bin/mergekit-yaml
@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ METHODS: dict[str, dict] = {
                                                      {"weight": 0.5, "density": 0.5}]},
 }
 GIB = 2**30
+TIME = "/usr/bin/time"  # GNU time: the child's peak RSS, free of this process's memory
 
 
 @dataclass
@@ -69,29 +69,18 @@ class Row:
 
 
 def timed(cmd: list[str]) -> Run:
-    """Run one child process; its wall time and its own peak RSS (not the max over all children)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr_reader = _drain(proc)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    stderr = stderr_reader()
-    cpu = usage.ru_utime + usage.ru_stime
-    return Run(round(seconds, 2), round(cpu, 2), usage.ru_maxrss * 1024, proc.returncode, stderr[-2000:])
+    """Run one child under /usr/bin/time: wall time, CPU time and the child's own peak RSS.
 
-
-def _drain(proc: subprocess.Popen):
-    """Read stderr on a thread so a chatty child never blocks on a full pipe."""
-    chunks: list[bytes] = []
-    thread = threading.Thread(target=lambda: chunks.append(proc.stderr.read()), daemon=True)
-    thread.start()
-
-    def result() -> str:
-        thread.join()
-        return b"".join(chunks).decode(errors="replace")
-
-    return result
+    Not os.wait4 from this process: a child spawned by fork/vfork starts its peak-RSS record at
+    this (large, after comparing outputs) process's RSS, which inflated later runs' numbers."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
+        started = time.perf_counter()
+        proc = subprocess.run([TIME, "-f", "%U %S %M", "-o", report.name, *cmd], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        seconds = time.perf_counter() - started
+        user, system, max_kib = report.read().split()[-3:]
+    return Run(round(seconds, 2), round(float(user) + float(system), 2), int(max_kib) * 1024, proc.returncode,
+               proc.stderr[-2000:])
 
 
 def write_recipe(path: Path, method: str, base: Path, models: list[Path], dtype: str) -> Path:
@@ -157,6 +146,9 @@ def run_size(size: str, args, models_root: Path, out_root: Path) -> list[Row]:
             stats = compare(ours, theirs, base)
             row.max_abs_diff, row.differing_fraction = stats["max_abs_diff"], stats["differing_fraction"]
             row.changed_fraction, row.mean_abs_delta = stats["changed_fraction"], stats["mean_abs_delta"]
+            print(f"[{size}] {method}: max |vadasm - mergekit| {row.max_abs_diff:.3g}, entries differing "
+                  f"{row.differing_fraction:.2e}, changed from base {row.changed_fraction[0]:.1%} vs "
+                  f"{row.changed_fraction[1]:.1%}", flush=True)
         rows.append(row)
         for folder in (ours, theirs):
             shutil.rmtree(folder, ignore_errors=True)
@@ -242,6 +234,8 @@ def main() -> None:
         raise SystemExit(f"mergekit-yaml not found at {args.mergekit}: install mergekit in its own venv "
                          "(python -m venv mkvenv && mkvenv/bin/pip install mergekit), then pass "
                          "--mergekit mkvenv/bin/mergekit-yaml; or --skip-mergekit to time vadasm alone")
+    if not Path(TIME).is_file():
+        raise SystemExit(f"{TIME} not found: install GNU time (apt-get install time) to measure peak RSS")
     if not Path(args.vadasm).is_file():
         raise SystemExit(f"vadasm executable not found at {args.vadasm}; pass --vadasm PATH")
 
