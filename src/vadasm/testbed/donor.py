@@ -12,7 +12,6 @@ questions at their question-only prior):
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -199,6 +198,28 @@ def encode_item(processor: LlavaProcessor, question: str, answer: str, with_imag
     return encode_chat(processor.tokenizer, prompt, full, lambda text: text.replace(token, token * n_image))
 
 
+def balanced_order(items: tuple[VqaItem, ...], n: int, seed: int) -> list[int]:
+    """`n` item indices where every yes/no question type is half "yes", half "no".
+
+    easy-vqa's yes/no colour questions are 88% "no": a model can score that from the wording and
+    the loss barely rewards looking at the image (the first donor did exactly that). Balancing the
+    answers within each yes/no type removes the shortcut; the mix of question types is kept.
+    """
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, item in enumerate(items):
+        key = (item.qtype, item.answers[0] if item.qtype.startswith("yesno") else "")
+        groups.setdefault(key, []).append(i)
+    type_size: dict[str, int] = {}
+    for (qtype, _), members in groups.items():
+        type_size[qtype] = type_size.get(qtype, 0) + len(members)
+    answers_per_type = {qtype: sum(1 for q, _ in groups if q == qtype) for qtype in type_size}
+    weights = torch.zeros(len(items), dtype=torch.float64)
+    for (qtype, _), members in groups.items():
+        weights[members] = type_size[qtype] / answers_per_type[qtype] / len(members)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
+
+
 def _lora(model: LlavaForConditionalGeneration, recipe: DonorRecipe):
     try:
         from peft import LoraConfig, LoraModel
@@ -238,8 +259,7 @@ def train_donor(
         param.requires_grad_(True)
     optimizer = torch.optim.AdamW(lora_params, lr=recipe.lr_lora, weight_decay=0.0)
     schedule = linear_warmup_decay(optimizer, recipe.steps)
-    order = list(range(len(train)))
-    random.Random(recipe.seed).shuffle(order)
+    order = balanced_order(train, recipe.steps * recipe.batch_size, recipe.seed)
     encoded: dict[int, Encoded] = {}
     pad = processor.tokenizer.pad_token_id or 0
     model.train()
@@ -247,7 +267,7 @@ def train_donor(
     start = time.time()
     progress = tqdm(range(recipe.steps), desc=f"llava-{recipe.base}", unit="step")
     for step in progress:
-        batch_idx = [order[(step * recipe.batch_size + k) % len(order)] for k in range(recipe.batch_size)]
+        batch_idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
         for i in batch_idx:
             if i not in encoded:
                 encoded[i] = encode_item(processor, train[i].question, train[i].answers[0])
