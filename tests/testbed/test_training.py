@@ -1,10 +1,20 @@
 """Training code on tiny random models: answer-only loss, LoRA merged back, projector alignment."""
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from tiny_vlm import fake_vqa_items, make_text_lm, make_tiny_llava, make_tokenizer, write_images
 
-from vadasm.testbed.donor import DonorRecipe, align_projector, encode_item, image_seq_length, train_donor
+from vadasm.eval.easyvqa import VqaItem, question_type
+from vadasm.testbed.donor import (
+    DonorRecipe,
+    align_projector,
+    balanced_order,
+    encode_item,
+    image_seq_length,
+    train_donor,
+)
 from vadasm.testbed.recipient import encode_problem
 from vadasm.testbed.sft import Encoded, answer_loss, collate
 from vadasm.testbed.vision import image_processor, load_pixels
@@ -69,3 +79,17 @@ def test_donor_training_merges_lora_into_the_language_model(tmp_path):
     assert any("multi_modal_projector" in k for k in changed)
     assert not any("vision_tower" in k for k in changed)
     assert metrics["questions_seen"] == 12
+
+
+def test_balanced_order_makes_yes_no_types_half_yes_and_keeps_the_type_mix():
+    def item(n, q, a):
+        return VqaItem(str(n), q, (a,), Path("x.png"), 0, question_type(q))
+
+    # 90% "no" on the yes/no type, as in easy-vqa's colour questions; 20 what-colour questions
+    items = [item(n, "is there a red shape?", "no" if n % 10 else "yes") for n in range(80)]
+    items += [item(100 + n, "what color is the shape?", "red") for n in range(20)]
+    order = balanced_order(tuple(items), 4000, seed=0)
+    yesno = [items[i] for i in order if items[i].qtype == "yesno_color"]
+    assert abs(len(yesno) / 4000 - 0.8) < 0.03  # type mix kept
+    assert abs(sum(x.answers[0] == "yes" for x in yesno) / len(yesno) - 0.5) < 0.03
+    assert order == balanced_order(tuple(items), 4000, seed=0)

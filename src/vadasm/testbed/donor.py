@@ -7,7 +7,8 @@ questions at their question-only prior):
    embedding of "<colour word> + <shape word>". The LM then starts from image tokens that already
    resemble the words of the question, and only has to learn to compare;
 3. a LoRA on the LM's top layers is trained on answer tokens only (logits only at answer
-   positions) and merged back, so the donor LM really differs from its base, as in a real LLaVA.
+   positions), on questions sampled so that each yes/no type is half "yes" (`balanced_order`),
+   and merged back, so the donor LM really differs from its base, as in a real LLaVA.
 """
 
 from __future__ import annotations
