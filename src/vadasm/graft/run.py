@@ -560,6 +560,9 @@ def _reduce_projector(projector: dict, variance: float, result: GraftResult) -> 
         projector[name] = red.weight
         report[name] = {"rank": red.rank, "full_rank": red.full_rank, "variance_kept": round(red.variance_kept, 5),
                         "dense_parameters": red.dense_parameters, "factored_parameters": red.factored_parameters}
+        if red.factored_parameters >= red.dense_parameters:
+            result.warnings.append(f"projector {name}: rank {red.rank} factors would take {red.factored_parameters:,} "
+                                   f"parameters, not fewer than the dense {red.dense_parameters:,}: no size saving")
     result.projector["svd_subspace_reduction"] = report
     result.projector["svd_storage"] = ("dense rank-r reconstruction (stock LLaVA layers are dense): the file size "
                                        "is unchanged; factored_parameters is what U_r S_r and V_r^T would take")
