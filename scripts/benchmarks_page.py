@@ -35,12 +35,13 @@ def eval_section(path: Path, data: dict) -> str:
 
 
 def tune_section(path: Path, data: dict) -> str:
-    lines = [f"## {path.name}", "", f"`vadasm tune`, search `{data['search']}`, seed {data['seed']}, "
+    lines = [f"## {path.parent.name}/{path.name}", "",
+             f"`vadasm tune`, search `{data['search']}`, seed {data['seed']}, "
              f"{len([t for t in data['trials'] if t['kind'] == 'search'])} candidates searched.", "",
              "| candidate | split | params | objective | scores |", "|---|---|---|---|---|"]
     shown = [t for t in data["trials"] if t["kind"] in ("recipient", "default", "zero_delta")]
-    if data.get("best") and data["best"]["kind"] == "search":
-        shown.append(data["best"] | {"kind": "winner (search)"})
+    if data.get("best") and data["best"]["kind"] == "search":  # its validation run with controls, if made
+        shown.append((data.get("best_validation") or data["best"]) | {"kind": "winner (search)"})
     shown += [t | {"kind": f"{name} (test)"} for name, t in (data.get("test") or {}).items()]
     for t in shown:
         scores = ", ".join(f"{k} {100 * v:.1f}" for k, v in sorted(t["scores"].items()))

@@ -204,8 +204,8 @@ def render_card(model: Path, eval_files: list[Path] | None = None, repo: str | N
     lines += ["## Hardware and time", ""]
     if isinstance(result, dict) and result.get("seconds") is not None:
         lines.append(f"- {kind}: {result['seconds']} s")
-    if isinstance(tuning, dict) and tuning.get("seconds") is not None:
-        lines.append(f"- tuning: {tuning['seconds']} s")
+    if isinstance(tuning, dict) and tuning.get("evaluation_seconds") is not None:
+        lines.append(f"- tuning: {tuning['evaluation_seconds']} s scoring candidates (resumed trials included)")
     lines.append(f"- recorded on: {hardware}" if hardware else "- hardware: not recorded")
     lines += ["", "## How to use", "", load_code(model_type, repo or str(model)), ""]
     lines += ["## Limits", "",

@@ -135,7 +135,7 @@ def tune_command(
         if result.best.kind == "recipient":
             lines.append(f"nothing written to {output}: changing nothing scored best on validation")
         else:
-            builder.build(result.best.params, output)
+            builder.build(result.best.params, output, force=force)
             record_tuning(output, result, weights, search, limit)
             lines.append(f"winner written to {output}")
     emit(result.to_dict() | {"plot": str(plot)}, as_json, lines, quiet)
@@ -156,6 +156,15 @@ def load_recipe_template(path: Path) -> dict:
     return raw
 
 
+def evaluation_seconds(result) -> float:
+    """Time spent scoring candidates, resumed trials included (each candidate and split once)."""
+    spent: dict[str, float] = {}
+    for trial in result.trials:
+        key = json.dumps([trial.params, trial.split], sort_keys=True)
+        spent[key] = max(spent.get(key, 0.0), trial.seconds)
+    return round(sum(spent.values()), 1)
+
+
 def record_tuning(output: Path, result, weights: dict[str, float], search: str, limit: int | None) -> None:
     """Tuning, validation (with the gate) and test sections of the winner's vadasm_config.json."""
     from vadasm.card import hardware_summary
@@ -170,7 +179,7 @@ def record_tuning(output: Path, result, weights: dict[str, float], search: str, 
         "improved_over_recipient": result.improved_over_recipient,
         "references": {k: {"params": t.params, "objective": t.objective}
                        for k in ("recipient", "default", "zero_delta") if (t := result.reference(k))},
-        "seconds": result.seconds, "hardware": hardware_summary(),
+        "seconds": result.seconds, "evaluation_seconds": evaluation_seconds(result), "hardware": hardware_summary(),
     })
     record_in_config(output, "validation", {
         "split": "val", "n": limit, "scores": result.best_validation.scores, "recipient": recipient.scores,

@@ -35,7 +35,7 @@ class Evaluation:
 class Builder(Protocol):
     recipient: str
 
-    def build(self, params: dict[str, Any], folder: Path) -> None: ...
+    def build(self, params: dict[str, Any], folder: Path, force: bool = False) -> None: ...
 
     def zero_params(self) -> dict[str, Any] | None:
         """Parameters that build the zero-delta candidate, if this builder has one."""
@@ -78,11 +78,11 @@ class MergeBuilder:
             raise VadasmError(f"recipe placeholders {sorted(used)} must match the tuned parameters {sorted(names)} "
                               "(write e.g. weight: \"${beta}\")")
 
-    def build(self, params: dict[str, Any], folder: Path) -> None:
+    def build(self, params: dict[str, Any], folder: Path, force: bool = False) -> None:
         from vadasm.merge import MergeOptions, recipe_from_dict, run_merge
 
         recipe = recipe_from_dict(substitute(self.template, params), source="tuning recipe")
-        run_merge(recipe, folder, MergeOptions(progress=False))
+        run_merge(recipe, folder, MergeOptions(progress=False, force=force))
 
     def zero_params(self) -> dict[str, Any] | None:
         return self.zero
@@ -105,10 +105,11 @@ class GraftBuilder:
             tunable = "beta, density, protect_ratio, map_method, merge_method, projector_variance"
             raise VadasmError(f"graft has no option(s) {unknown}; tunable: {tunable}")
 
-    def build(self, params: dict[str, Any], folder: Path) -> None:
+    def build(self, params: dict[str, Any], folder: Path, force: bool = False) -> None:
         from vadasm.graft.run import GraftOptions, graft
 
-        graft(self.donor, self.recipient, folder, GraftOptions(**{**self.fixed, **params, "progress": False}))
+        options = {**self.fixed, **params, "progress": False, "force": force}
+        graft(self.donor, self.recipient, folder, GraftOptions(**options))
 
     def zero_params(self) -> dict[str, Any] | None:
         return {"beta": 0.0}  # donor vision, recipient language model unchanged
