@@ -43,7 +43,8 @@ def _graft(work: Path, name: str, donor: str, recipient: str, **options) -> tupl
     result = graft(artefact_dir(donor), artefact_dir(recipient), out, GraftOptions(force=True, **options))
     print(f"\n== {name}: {donor} -> {recipient}")
     print("\n".join(result.lines()))
-    return out, result.to_dict()
+    inputs = json.loads((out / "vadasm_config.json").read_text())["inputs"]  # testbed artefacts get rebuilt
+    return out, {**result.to_dict(), "inputs": inputs}
 
 
 def one_answer_match(reply: str, reference: str, group: str) -> float:
@@ -167,6 +168,9 @@ def main() -> None:
             markdown += [format_table(report, markdown=True), ""]
         print("\n".join(lines))
         markdown += [f"- {line}" for line in lines] + [""]
+    fingerprints = {f"{role} {i['path'].rsplit('/', 1)[-1]}": i["fingerprint"][:16]
+                    for g in record["grafts"].values() for role, i in g["inputs"].items()}
+    markdown.append("Inputs (vadasm fingerprints): " + ", ".join(f"{k} {v}" for k, v in sorted(fingerprints.items())))
     name = "graft_quality" + (f"_{args.only}" if args.only else "")
     (out / f"{name}.md").write_text("\n".join(markdown) + "\n")
     (out / f"{name}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
