@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/vadasm-alignment")
     parser.add_argument("--out", default="results/alignment.json")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-eval", action="store_true", help="weights and logits only, no task scores")
     args = parser.parse_args()
     missing = [a for a in ("smollm2", "smollm2-arith") if not is_built(a)]
     if missing:
@@ -120,6 +121,9 @@ def main() -> None:
         arms["merge with shuffled, --align"] = work / "merge_shuffled_aligned"
     if record["plain_vs_aligned_merge"]["tensors_differing"]:
         arms["merge --align"] = merges["merge_aligned"]
+    record["seconds_before_eval"] = round(time.time() - started, 1)
+    if args.no_eval:
+        arms = {}
     report = evaluate([(name, lambda p=path: TransformersBackend(p)) for name, path in arms.items()],
                       ["arith", "perplexity"], split="test", limit=args.limit, seed=args.seed)
     record["scores"] = [{"model": s.model, "task": s.task, "metric": s.metric, "value": s.value, "n": s.n,
