@@ -1,8 +1,9 @@
 """Lazy, read-only access to a Hugging Face model folder, one tensor at a time.
 
 A `Checkpoint` knows which file holds each tensor (from the shard index or the headers) and
-opens shards on demand with safetensors' memory map, so memory follows the tensor being
-processed, not the model. Problems with the inputs are found when the folder is opened.
+reads tensors (or row ranges of them) with positioned reads on demand, so memory follows the
+tensor being processed, not the model. Problems with the inputs are found when the folder is
+opened.
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ class Checkpoint:
     config: dict
     entries: dict[str, TensorEntry]
     files: dict[str, Path]
-    _handles: dict[Path, object] = field(default_factory=dict, repr=False)
     _pickled: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     _files_open: dict[Path, tuple[object, int]] = field(default_factory=dict, repr=False)  # file, data start
 
@@ -129,22 +129,25 @@ class Checkpoint:
         return self.entries[name].shape
 
     def get(self, name: str) -> torch.Tensor:
-        """Load one tensor (memory-mapped; copy happens on first math)."""
+        """Load one whole tensor into fresh memory.
+
+        A positioned read rather than a kept memory map: mapped pages of every tensor read would
+        stay in the process's RSS until the end, so memory would follow the model, not the tensor.
+        """
         if self._pickled is not None:
             return self._pickled[name]
-        file = self.files[name]
-        handle = self._handles.get(file)
-        if handle is None:
-            handle = safe_open(str(file), framework="pt")
-            self._handles[file] = handle
-        return handle.get_tensor(name)
+        entry = self.entries[name]
+        if entry.dtype not in SAFETENSORS_TO_TORCH:  # dtypes torch lacks a view for (fp8 ...)
+            with safe_open(str(self.files[name]), framework="pt") as handle:
+                return handle.get_tensor(name)
+        return self.read_rows(name, 0, entry.shape[0] if entry.shape else 1)
 
     def read_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) of a tensor (its first dimension), read into fresh memory.
 
-        A positioned read, not the memory map behind `get`: nothing stays mapped afterwards, so
-        memory follows the rows being processed and chunked merges of vocabulary-sized matrices
-        stay small. Reads whole tensors too (0-d tensors: start=0, stop=1).
+        A positioned read: nothing stays mapped afterwards, so memory follows the rows being
+        processed and chunked merges of vocabulary-sized matrices stay small. `get` reads whole
+        tensors through it (0-d tensors: start=0, stop=1).
         """
         entry = self.entries[name]
         if self._pickled is not None or entry.dtype not in SAFETENSORS_TO_TORCH:
