@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--protect0", action="store_true", help="class A: also the graft with no protected layers")
     parser.add_argument("--only", choices=("A", "C"), default=None)
     parser.add_argument("--work", default="/tmp/vadasm-graft-quality", help="where the grafts are written")
-    parser.add_argument("--out", default="benchmarks/results", help="where the tables go")
+    parser.add_argument("--out", default="results/graft", help="where the tables go")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-anchors", type=int, default=1000, help="(smoke tests on tiny vocabularies)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
