@@ -6,7 +6,7 @@ its own child process: wall time, CPU time and peak RSS of that child (GNU time;
 file pages that were touched count, as the kernel counts them), then compares the two outputs
 tensor by tensor. Also times `vadasm blend` (the SVD sweep) on the sizes given by --blend-sizes.
 
-    python benchmarks/merge_speed.py --sizes 135M,1B,3B --mergekit /work/mkvenv/bin/mergekit-yaml
+    python benchmarks/merge_speed.py --sizes 135M,1B,3B --mergekit /path/to/mergekit-venv/bin/mergekit-yaml
 
 Recipes compute in fp32 (`dtype: float32`) and write bf16 (`out_dtype: bfloat16`) in both
 tools. DARE draws its random masks from different generators in the two tools, so DARE outputs
@@ -215,7 +215,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="135M,1B,3B", help=f"comma-separated, from {', '.join(SIZES)} (7B: opt-in)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated merge methods")
-    parser.add_argument("--mergekit", default="/work/mkvenv/bin/mergekit-yaml", help="mergekit-yaml executable")
+    parser.add_argument("--mergekit", default="mergekit-yaml",
+                        help="mergekit-yaml executable (mergekit pins its own deps: give it its own venv)")
     parser.add_argument("--skip-mergekit", action="store_true", help="time vadasm alone")
     parser.add_argument("--vadasm", default=shutil.which("vadasm") or str(Path(sys.executable).parent / "vadasm"))
     parser.add_argument("--device", default="cpu", help="cpu or cuda (both tools)")
