@@ -32,12 +32,10 @@ from vadasm.io import (
     atomic_output_dir,
     parse_size,
 )
-from vadasm.io.writer import TORCH_TO_SAFETENSORS
 
 META_FILE = "svd_blend_meta.json"
 SIGMA_LOG = "sigma_logs.safetensors"
 SIGMA_SUMMARY = "sigma_logs.json"
-_ST_TO_TORCH = {v: k for k, v in TORCH_TO_SAFETENSORS.items()}
 
 
 @dataclass
@@ -132,7 +130,7 @@ def run_blend(before_ref: str, after_ref: str, output: str | Path, options: Blen
             raise VadasmError(f"{store.folder}: decomposition of {which}, not of the after model {after.path}")
     roles = TensorRoles(after.config, after.keys())
     blended, skipped = plan_blend(after, before, options.selector, roles, store)
-    plan = [PlannedTensor(n, after.shape(n), _out_dtype(after.entries[n].dtype, options.dtype)) for n in after.keys()]
+    plan = [PlannedTensor(n, after.shape(n), _out_dtype(after.dtype(n), options.dtype)) for n in after.keys()]
 
     sigma_log: dict[str, torch.Tensor] = {}
     sigma_summary: dict[str, dict] = {}
@@ -226,10 +224,7 @@ def _write_folder_files(after: Checkpoint, folder: Path, alpha: float, inputs: d
     (folder / "vadasm_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def _out_dtype(st_dtype: str, wanted: torch.dtype | None) -> torch.dtype:
-    dtype = _ST_TO_TORCH.get(st_dtype)
-    if dtype is None:
-        raise VadasmError(f"unsupported tensor dtype {st_dtype} in the after model")
+def _out_dtype(dtype: torch.dtype, wanted: torch.dtype | None) -> torch.dtype:
     return wanted if wanted is not None and dtype.is_floating_point else dtype
 
 

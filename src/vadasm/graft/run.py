@@ -51,7 +51,7 @@ from vadasm.io import (
     parse_dtype,
     parse_size,
 )
-from vadasm.merge.run import _natural_key, _tensor_seed, _torch_dtype
+from vadasm.merge.run import natural_key, tensor_seed
 from vadasm.methods import get_method
 
 SUPPORTED_DONORS = ("llava", "llava_next")
@@ -385,10 +385,10 @@ def _text_steps(r_text: TextView, base: TextView | None, donor: TextView, opts: 
                 rows: int, layout: VisionLayout | None, out_dtype: torch.dtype | None) -> list[Step]:
     method = get_method(opts.merge_method)
     steps = []
-    for text_name in sorted(r_text.names, key=_natural_key):
+    for text_name in sorted(r_text.names, key=natural_key):
         role = r_text.arch.text.role(text_name)
         shape = r_text.checkpoint.shape(r_text.names[text_name])
-        dtype = out_dtype or _torch_dtype(r_text.checkpoint, r_text.names[text_name])
+        dtype = out_dtype or r_text.checkpoint.dtype(r_text.names[text_name])
         out_name = layout.from_text_name(text_name) if layout else text_name
 
         def recipient_tensor(name=text_name):
@@ -411,7 +411,7 @@ def _merge_language(method, opts: GraftOptions, name: str, recipient: TextView, 
                     donor: TextView) -> torch.Tensor:
     """recipient + beta * prune(donor - base), through the registry's task-vector methods: the
     recipient's own delta enters with weight 1 and density 1, so it is never pruned."""
-    generator = torch.Generator().manual_seed(_tensor_seed(opts.seed, name))
+    generator = torch.Generator().manual_seed(tensor_seed(opts.seed, name))
     return method.func(
         base.get(name).float(), [recipient.get(name).float(), donor.get(name).float()],
         weight=[1.0, opts.beta], density=[1.0, opts.density], normalize=False,
@@ -571,14 +571,14 @@ def _reduce_projector(projector: dict, variance: float, result: GraftResult) -> 
 def _vision_steps(checkpoint: Checkpoint, arch: Architecture, layout: VisionLayout, projector: dict, extra: dict,
                   out_dtype: torch.dtype | None) -> list[Step]:
     steps = []
-    for name in sorted(checkpoint.keys(), key=_natural_key):
+    for name in sorted(checkpoint.keys(), key=natural_key):
         if arch.role(name).part != "vision_tower":
             continue
         out_name = layout.vision_tower + name[len(arch.layout.vision_tower):]
-        steps.append(Step(out_name, checkpoint.shape(name), out_dtype or _torch_dtype(checkpoint, name), "copy_donor",
+        steps.append(Step(out_name, checkpoint.shape(name), out_dtype or checkpoint.dtype(name), "copy_donor",
                           lambda name=name: checkpoint.get_checked(name)))
     first_projector = next(n for n in checkpoint.keys() if n.startswith(arch.layout.projector))
-    reference_dtype = _torch_dtype(checkpoint, first_projector)
+    reference_dtype = checkpoint.dtype(first_projector)
     for short, tensor in sorted(projector.items()):
         steps.append(Step(layout.projector + short, tuple(tensor.shape), out_dtype or reference_dtype, "projector",
                           lambda tensor=tensor: tensor))

@@ -128,6 +128,16 @@ class Checkpoint:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.entries[name].shape
 
+    def dtype(self, name: str) -> torch.dtype:
+        """The torch dtype a tensor is stored in (safetensors names like 'BF16', or pickled ones)."""
+        stored = self.entries[name].dtype
+        if stored in SAFETENSORS_TO_TORCH:
+            return SAFETENSORS_TO_TORCH[stored]
+        dtype = getattr(torch, stored.removeprefix("torch."), None)
+        if not isinstance(dtype, torch.dtype):
+            raise VadasmError(f"{self.files[name]}: tensor '{name}' has unsupported dtype {stored}")
+        return dtype
+
     def get(self, name: str) -> torch.Tensor:
         """Load one whole tensor into fresh memory.
 

@@ -107,7 +107,7 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
 
     actions = plan_tensors(reference, list(checkpoints.values()), arch, recipe.exclude_norms)
     alignments = align_checkpoints(reference, inputs, arch, options.align) if options.align else {}
-    plan = [PlannedTensor(a.name, a.shape, out_dtype or _torch_dtype(reference, a.name)) for a in actions]
+    plan = [PlannedTensor(a.name, a.shape, out_dtype or reference.dtype(a.name)) for a in actions]
     num_layers = arch.num_layers() or 1
     merged = 0
 
@@ -152,7 +152,7 @@ def plan_tensors(reference: Checkpoint, models: list[Checkpoint], arch: Architec
                  exclude_norms: bool = False) -> list[TensorAction]:
     """Decide, before reading any weight, what happens to every output tensor (and refuse early)."""
     actions = []
-    for name in sorted(reference.keys(), key=_natural_key):
+    for name in sorted(reference.keys(), key=natural_key):
         role = arch.role(name)
         shape = reference.shape(name)
         entry = reference.entries[name]
@@ -293,7 +293,7 @@ def _method_params(recipe: MergeConfig, method, name: str, t: float) -> dict:
 def _generators(seed: int, name: str, count: int, device: str) -> list[torch.Generator]:
     """One generator per input model, so each model's random mask is drawn in flat order and
     chunked merges draw exactly the masks whole-tensor merges draw."""
-    first = _tensor_seed(seed, name)
+    first = tensor_seed(seed, name)
     return [torch.Generator(device=device).manual_seed((first + i) % 2**63) for i in range(count)]
 
 
@@ -330,22 +330,10 @@ def _write_sidecars(out: Path, recipe: MergeConfig, checkpoints: dict[str, Check
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-_TORCH_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
-                 "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-                 "BOOL": torch.bool}
-
-
-def _torch_dtype(checkpoint: Checkpoint, name: str) -> torch.dtype:
-    dtype = checkpoint.entries[name].dtype
-    if dtype in _TORCH_DTYPES:
-        return _TORCH_DTYPES[dtype]
-    return getattr(torch, dtype.removeprefix("torch."))
-
-
-def _tensor_seed(seed: int, name: str) -> int:
+def tensor_seed(seed: int, name: str) -> int:
     """Per-tensor seed: random masks do not depend on the order tensors are processed in."""
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
 
 
-def _natural_key(name: str) -> list:
+def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
