@@ -12,6 +12,7 @@ import yaml
 from vadasm.cli import app
 from vadasm.cli.common import AsJson, Device, Force, Quiet, emit
 from vadasm.errors import VadasmError
+from vadasm.merge import read_recipe_yaml
 
 
 def parse_pairs(values: list[str] | None, flag: str, number: bool = False) -> dict:
@@ -106,7 +107,7 @@ def tune_command(
     if output is not None:
         check_output_free(output, force)
     if recipe is not None:
-        template = load_recipe_template(recipe)
+        template = read_recipe_yaml(recipe)  # placeholders stay strings until each trial fills them in
         ref = recipient or template.get("base_model")
         if not ref:
             raise VadasmError(f"{recipe}: no base_model; say which model is unchanged with --recipient")
@@ -141,19 +142,6 @@ def tune_command(
     emit(result.to_dict() | {"plot": str(plot)}, as_json, lines, quiet)
     if result.gate and not result.gate.passed and not quiet and not as_json:
         typer.echo("warning: the winner fails the validation gate (see above)", err=True)
-
-
-def load_recipe_template(path: Path) -> dict:
-    """The recipe as plain YAML (placeholders stay strings until each trial fills them in)."""
-    if not path.is_file():
-        raise VadasmError(f"{path}: recipe file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise VadasmError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(raw, dict):
-        raise VadasmError(f"{path}: a recipe is a YAML mapping")
-    return raw
 
 
 def evaluation_seconds(result) -> float:

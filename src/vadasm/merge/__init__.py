@@ -1,9 +1,16 @@
 """Same-architecture merges driven by mergekit-style recipes."""
 
-from vadasm.merge.recipe import MergeConfig, ModelConfig, load_recipe, recipe_from_dict, resolve_setting
+from vadasm.merge.recipe import (
+    MergeConfig,
+    ModelConfig,
+    load_recipe,
+    read_recipe_yaml,
+    recipe_from_dict,
+    resolve_setting,
+)
 from vadasm.merge.run import MergeOptions, MergeResult, TensorAction, plan_tensors, run_merge
 
 __all__ = [
-    "MergeConfig", "ModelConfig", "load_recipe", "recipe_from_dict", "resolve_setting", "MergeOptions",
-    "MergeResult", "TensorAction", "plan_tensors", "run_merge",
+    "MergeConfig", "ModelConfig", "load_recipe", "read_recipe_yaml", "recipe_from_dict", "resolve_setting",
+    "MergeOptions", "MergeResult", "TensorAction", "plan_tensors", "run_merge",
 ]

@@ -110,7 +110,8 @@ def _slices_as_models(slices: list[Slice]) -> list[ModelConfig]:
     return [ModelConfig(model=src.model, parameters=src.parameters) for src in slices[0].sources]
 
 
-def load_recipe(path: str | Path) -> MergeConfig:
+def read_recipe_yaml(path: str | Path) -> dict:
+    """The recipe file as a plain mapping, with one-line errors for missing or malformed files."""
     path = Path(path)
     if not path.is_file():
         raise VadasmError(f"{path}: recipe file not found")
@@ -120,6 +121,11 @@ def load_recipe(path: str | Path) -> MergeConfig:
         raise VadasmError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(raw, dict):
         raise VadasmError(f"{path}: a recipe is a YAML mapping with at least 'merge_method' and 'models'")
+    return raw
+
+
+def load_recipe(path: str | Path) -> MergeConfig:
+    raw = read_recipe_yaml(path)
     for key in _IGNORED_KEYS & raw.keys():
         raw.pop(key)
     return recipe_from_dict(raw, source=str(path))
