@@ -1,8 +1,18 @@
-"""vadasm: training-free model merging, vision grafting and SVD blending, measured honestly."""
+"""vadasm: training-free model merging, vision grafting and SVD blending, measured honestly.
+
+The seed's API names live here: `VADASMMerger` (graft), `MergeConfig` / `ModelConfig` (recipes),
+and pure functions on plain tensors `ties_merge`, `dare_merge`, `hungarian_neuron_alignment`,
+`svd_subspace_reduction`.
+"""
 
 __version__ = "0.1.0"
 
-# The seed's API name, usable on plain tensors.
-from vadasm.align.hungarian import hungarian_neuron_alignment as hungarian_neuron_alignment  # noqa: E402
-from vadasm.graft import VADASMMerger as VADASMMerger  # noqa: E402
-from vadasm.graft import svd_subspace_reduction as svd_subspace_reduction  # noqa: E402
+from vadasm.align.hungarian import hungarian_neuron_alignment  # noqa: E402
+from vadasm.graft import VADASMMerger, svd_subspace_reduction  # noqa: E402
+from vadasm.merge import MergeConfig, ModelConfig  # noqa: E402
+from vadasm.methods import dare_merge, ties_merge  # noqa: E402
+
+__all__ = [
+    "__version__", "VADASMMerger", "MergeConfig", "ModelConfig", "ties_merge", "dare_merge",
+    "hungarian_neuron_alignment", "svd_subspace_reduction",
+]
