@@ -33,7 +33,15 @@ TEXT_CONFIGS: dict[str, dict] = {
     "qwen2_moe": dict(LLAMA_LIKE, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24,
                       shared_expert_intermediate_size=40),
     "qwen3_moe": dict(LLAMA_LIKE, head_dim=8, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24),
+    "deepseek_v3": dict(LLAMA_LIKE, moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2,
+                        n_shared_experts=1, first_k_dense_replace=1, q_lora_rank=16, kv_lora_rank=8,
+                        qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, n_group=1, topk_group=1),
+    "gpt_oss": dict(LLAMA_LIKE, num_local_experts=4, num_experts_per_tok=2, head_dim=8, sliding_window=16,
+                    layer_types=["sliding_attention", "full_attention"]),
+    "llama4_text": dict(LLAMA_LIKE, intermediate_size_mlp=48, num_local_experts=4, num_experts_per_tok=1,
+                        head_dim=8, interleave_moe_layer_step=2),
 }
+MOE_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_oss", "llama4_text"}
 
 
 def text_config(model_type: str, **overrides):
