@@ -102,8 +102,8 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
     inputs = [checkpoints[m.model] for m in recipe.input_models()]
     reference = base or inputs[0]
     arch = _common_architecture(reference, list(checkpoints.values()))
-    out_dtype = parse_dtype(options.dtype or recipe.out_dtype or recipe.dtype) if (
-        options.dtype or recipe.out_dtype or recipe.dtype) else None
+    out_dtype_name = options.dtype or recipe.out_dtype or recipe.dtype
+    out_dtype = parse_dtype(out_dtype_name) if out_dtype_name else None
 
     actions = plan_tensors(reference, list(checkpoints.values()), arch, recipe.exclude_norms)
     alignments = align_checkpoints(reference, inputs, arch, options.align) if options.align else {}
@@ -155,10 +155,10 @@ def plan_tensors(reference: Checkpoint, models: list[Checkpoint], arch: Architec
     for name in sorted(reference.keys(), key=natural_key):
         role = arch.role(name)
         shape = reference.shape(name)
-        entry = reference.entries[name]
+        dtype = reference.dtype(name)
         action = TensorAction(name, "merge", layer=role.layer, shape=shape)
-        if entry.dtype not in ("F32", "F16", "BF16", "F64", "torch.float32", "torch.float16", "torch.bfloat16"):
-            action.action, action.reason = "copy_base", f"not floating point ({entry.dtype})"
+        if not dtype.is_floating_point:
+            action.action, action.reason = "copy_base", f"not floating point ({dtype})"
         elif role.role == "buffer":
             action.action, action.reason = "copy_base", "buffer, not a weight"
         elif exclude_norms and role.role in ("norm", "final_norm"):
