@@ -62,9 +62,7 @@ def make_text_model(folder: Path, model_type: str = "llama", seed: int = 0, dtyp
 
 def perturbed_copy(src: Path, dst: Path, scale: float = 0.01, seed: int = 1) -> Path:
     """A 'fine-tune' of `src`: same config, weights plus small seeded noise."""
-    from transformers import AutoModelForCausalLM as Auto
-
-    model = Auto.from_pretrained(src)
+    model = AutoModelForCausalLM.from_pretrained(src)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in model.parameters():

@@ -61,18 +61,14 @@ def describe(checkpoint: Checkpoint) -> ModelSummary:
     roles = {name: arch.role(name) for name in names}
     text_cfg = arch.text_config
 
-    def count(name: str) -> int:
-        total = 1
-        for dim in checkpoint.shape(name):
-            total *= dim
-        return total
-
     vision = None
     if arch.has_vision:
         vision = {
             "layout": arch.layout.name,
-            "vision_tower_parameters": sum(count(n) for n, r in roles.items() if r.part == "vision_tower"),
-            "projector_parameters": sum(count(n) for n, r in roles.items() if r.part == "projector"),
+            "vision_tower_parameters": sum(
+                checkpoint.num_elements(n) for n, r in roles.items() if r.part == "vision_tower"),
+            "projector_parameters": sum(
+                checkpoint.num_elements(n) for n, r in roles.items() if r.part == "projector"),
             "projector_tensors": {n: checkpoint.shape(n) for n, r in roles.items() if r.part == "projector"},
         }
     lm_head_name = arch.text.spec["lm_head"]

@@ -188,14 +188,11 @@ class Checkpoint:
             raise VadasmError(f"{self.files[name]}: tensor '{name}' contains NaN or Inf values")
         return tensor
 
+    def num_elements(self, name: str) -> int:
+        return math.prod(self.entries[name].shape)
+
     def num_parameters(self) -> int:
-        total = 0
-        for entry in self.entries.values():
-            count = 1
-            for dim in entry.shape:
-                count *= dim
-            total += count
-        return total
+        return sum(self.num_elements(name) for name in self.entries)
 
     def sidecar_files(self) -> list[Path]:
         return [self.path / name for name in SIDECAR_FILES if (self.path / name).is_file()]
