@@ -17,7 +17,7 @@ from vadasm.testbed.donor import (
 )
 from vadasm.testbed.recipient import encode_problem
 from vadasm.testbed.sft import Encoded, answer_loss, collate
-from vadasm.testbed.vision import image_processor, load_pixels
+from vadasm.testbed.vision import WORDS, image_processor, load_pixels, patch_word_targets
 
 
 def test_answer_loss_equals_full_cross_entropy_at_answer_positions():
@@ -68,6 +68,7 @@ def test_donor_training_merges_lora_into_the_language_model(tmp_path):
     recipe = DonorRecipe(base="tiny", align_steps=30, steps=3, batch_size=4, lr_lora=1e-2)
     aligned = align_projector(model, processor.tokenizer, items, pixels, recipe)
     assert aligned["align_relative_mse"] < 1.0
+    assert 0.0 <= aligned["align_nearest_word_accuracy"] <= 1.0
     metrics = train_donor(model, processor, items, pixels, recipe)
     after = model.state_dict()
     assert set(after) == set(before)  # no LoRA tensors left behind
@@ -93,3 +94,12 @@ def test_balanced_order_makes_yes_no_types_half_yes_and_keeps_the_type_mix():
     assert abs(len(yesno) / 4000 - 0.8) < 0.03  # type mix kept
     assert abs(sum(x.answers[0] == "yes" for x in yesno) / len(yesno) - 0.5) < 0.03
     assert order == balanced_order(tuple(items), 4000, seed=0)
+
+
+def test_patches_alternate_between_naming_the_colour_and_the_shape():
+    colors, shapes = torch.tensor([2, 0]), torch.tensor([1, 2])  # blue rectangle, red triangle
+    targets = patch_word_targets(colors, shapes, n_patches=4)
+    assert [[WORDS[i] for i in row] for row in targets.tolist()] == [
+        ["blue", "rectangle", "blue", "rectangle"],
+        ["red", "triangle", "red", "triangle"],
+    ]

@@ -37,7 +37,7 @@ class BuildOptions:
     only: tuple[str, ...] = ()
     force: bool = False
     seed: int = 0
-    tower_steps: int = 1000
+    tower_steps: int = 2000
     donor_steps: int = 250
     align_steps: int = 300
     recipient_steps: int = 150
