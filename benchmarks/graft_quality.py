@@ -6,8 +6,9 @@ Class A: llava-smollm2 (donor) -> smollm2-arith (recipient), base smollm2 (and, 
 graft with the projector at 95% SVD variance). Class C: llava-gemma3 (donor) -> smollm2, one graft
 per map, calibrated on easy-vqa *train* images. Every graft is scored on held-out easy-vqa test
 questions with the image, blind and with shuffled images, beside its donor and the recipient alone;
-class A also on arithmetic beside smollm2 and smollm2-arith. Prints the tables and verdicts and
-writes them (Markdown + JSON) under --out. Needs `vadasm testbed build` first.
+class A also on arithmetic beside smollm2 and smollm2-arith; class C also beside a text oracle (the
+recipient told the image's words in text), the ceiling of any graft that keeps the recipient's LM.
+Prints the tables and verdicts and writes them (Markdown + JSON) under --out. Needs `vadasm testbed build` first.
 
 The harness metric is VQA exact match on the reply's first line. Recipients never taught easy-vqa's
 one-word answers (class C keeps SmolLM2-Instruct's language model) answer in sentences, so beside it
@@ -66,6 +67,27 @@ def diagnostic_lines(report: EvalReport, limit: int, seed: int) -> list[str]:
     return lines
 
 
+def text_oracle(recipient: Path, limit: int, seed: int) -> dict:
+    """The ceiling of a graft that keeps the recipient's language model: the recipient asked the same
+    test questions with the image replaced by the words its image tokens stand for (" red circle red
+    circle ...", as the donor's projector was fitted to produce). Only images whose colour and shape
+    the test questions reveal are kept; labels are read off test questions and used for nothing else."""
+    from vadasm.eval.backends import Decoding, Request, load_backend
+    from vadasm.eval.easyvqa import image_labels
+    from vadasm.testbed.vision import patch_roles
+
+    task = GENERATIVE_TASKS["easyvqa"]
+    labels = image_labels(load_split("test"))
+    items = [i for i in task.items("test", limit, seed) if i.image in labels]
+    roles = patch_roles(16).tolist()
+    requests = [Request(" ".join(labels[i.image][r] for r in roles) + "\n" + i.text) for i in items]
+    replies = load_backend(recipient).generate(requests, Decoding(max_new_tokens=task.max_new_tokens),
+                                               desc="text oracle", progress=False)
+    harness = sum(task.score(r, i) for r, i in zip(replies, items)) / len(items)
+    lenient = sum(one_answer_match(r, i.references[0], i.group) for r, i in zip(replies, items)) / len(items)
+    return {"n": len(items), "vqa_accuracy": harness, "one_answer_match": lenient}
+
+
 def class_a(args, work: Path, record: dict) -> tuple[str, list[EvalReport], list[str]]:
     base = str(artefact_dir("smollm2"))
     a_out, info = _graft(work, "classA", "llava-smollm2", "smollm2-arith", base=base, seed=args.seed)
@@ -76,6 +98,11 @@ def class_a(args, work: Path, record: dict) -> tuple[str, list[EvalReport], list
                                    projector_variance=0.95, seed=args.seed)
         record["grafts"]["classA-svd95"] = svd_info
         models["graft-svd95"] = svd_out
+    if args.tuned_beta is not None:
+        t_out, t_info = _graft(work, "classA-tuned", "llava-smollm2", "smollm2-arith", base=base,
+                               beta=args.tuned_beta, seed=args.seed)
+        record["grafts"]["classA-tuned"] = t_info
+        models["graft-tuned"] = t_out
     if args.protect0:
         p0_out, p0_info = _graft(work, "classA-protect0", "llava-smollm2", "smollm2-arith", base=base,
                                  protect_ratio=0.0, seed=args.seed)
@@ -84,16 +111,21 @@ def class_a(args, work: Path, record: dict) -> tuple[str, list[EvalReport], list
     models.update({"donor": artefact_dir("llava-smollm2"), "recipient": artefact_dir("smollm2-arith")})
     vqa = measure_graft(models, ["easyvqa"], limit=args.limit, seed=args.seed, keep_predictions=True)
     arith_models = {"graft": a_out, "recipient": artefact_dir("smollm2-arith"), "smollm2": artefact_dir("smollm2")}
+    if args.tuned_beta is not None:
+        arith_models["graft-tuned"] = t_out
     if args.protect0:
         arith_models["graft-protect0"] = p0_out
     arith = measure_graft(arith_models, ["arith"], limit=args.arith_limit, seed=args.seed)
     found = [v for name in models if name.startswith("graft") for v in verdicts(vqa, graft=name)]
     lines = [line for v in found for line in v.lines]
-    g, r, b = (arith.get(m, "arith", "text").value for m in ("graft", "recipient", "smollm2"))
-    kept = (g - b) / (r - b) if r > b else None
-    lines.append(f"arith: graft {100 * g:.1f}%, recipient {100 * r:.1f}%, smollm2 {100 * b:.1f}%: "
-                 + (f"the graft keeps {100 * kept:.0f}% of the recipient's gain over smollm2" if kept is not None
-                    else "the recipient has no gain over smollm2 to keep"))
+    r, b = (arith.get(m, "arith", "text").value for m in ("recipient", "smollm2"))
+    kept = {}
+    for name in (m for m in arith_models if m.startswith("graft")):
+        g = arith.get(name, "arith", "text").value
+        kept[name] = (g - b) / (r - b) if r > b else None
+        lines.append(f"arith: {name} {100 * g:.1f}%, recipient {100 * r:.1f}%, smollm2 {100 * b:.1f}%: "
+                     + (f"{name} keeps {100 * kept[name]:.0f}% of the recipient's gain over smollm2"
+                        if kept[name] is not None else "the recipient has no gain over smollm2 to keep"))
     lines += diagnostic_lines(vqa, args.limit, args.seed)
     record_scores(a_out, {**scores_record(vqa, found), "arith": scores_record(arith, [])})
     record["evals"]["A"] = {"easyvqa": scores_record(vqa, found), "arith": scores_record(arith, []),
@@ -116,7 +148,8 @@ def class_c(args, work: Path, record: dict) -> tuple[str, list[EvalReport], list
     found = [v for m in maps for v in verdicts(vqa, graft=f"graft-{m}")]
     for m, v in zip(maps, found):
         record_scores(models[f"graft-{m}"], scores_record(vqa, [v]))
-    record["evals"]["C"] = {"easyvqa": scores_record(vqa, found)}
+    oracle = text_oracle(artefact_dir("smollm2"), args.limit, args.seed)
+    record["evals"]["C"] = {"easyvqa": scores_record(vqa, found), "text_oracle": oracle}
     fits = record["grafts"][f"classC-{maps[0]}"]
     lines = [f"embedding maps on {fits['anchors']} anchors; held-out retrieval among all SmolLM2 tokens "
              "(top-1 % / top-10 % / centred cosine); nearest-token agreement of projector outputs on 64 train images:"]
@@ -126,6 +159,10 @@ def class_c(args, work: Path, record: dict) -> tuple[str, list[EvalReport], list
     lines.append(f"projector hidden width: {fits['projector'].get('hidden')}; relative error of the cut on "
                  f"calibration features: {fits['projector'].get('resize_relative_error_on_calibration')}")
     lines += [line for v in found for line in v.lines] + diagnostic_lines(vqa, args.limit, args.seed)
+    lines.append(f"text oracle (the recipient told the image's words as text instead of the image, n={oracle['n']}): "
+                 f"harness {100 * oracle['vqa_accuracy']:.1f}%, "
+                 f"one-answer match {100 * oracle['one_answer_match']:.1f}%: what a graft that keeps this recipient's "
+                 "language model could reach with a perfect map")
     return "Class C: llava-gemma3 -> smollm2 (one graft per map)", [vqa], lines
 
 
@@ -135,6 +172,8 @@ def main() -> None:
     parser.add_argument("--arith-limit", type=int, default=200, help="arithmetic test problems per model")
     parser.add_argument("--maps", default="lstsq,procrustes,omp", help="class C: one graft per map")
     parser.add_argument("--svd", action="store_true", help="class A: also the 95%%-variance SVD projector")
+    parser.add_argument("--tuned-beta", type=float, default=None,
+                        help="class A: also the graft at this beta (e.g. the validation winner of vadasm tune)")
     parser.add_argument("--protect0", action="store_true", help="class A: also the graft with no protected layers")
     parser.add_argument("--only", choices=("A", "C"), default=None)
     parser.add_argument("--work", default="/tmp/vadasm-graft-quality", help="where the grafts are written")
@@ -156,8 +195,9 @@ def main() -> None:
     sections = [(class_a if s == "A" else class_c)(args, work, record) for s in scenarios]
 
     command = "python benchmarks/graft_quality.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("limit", "arith_limit", "maps", "only")
-        and v is not None) + (" --svd" if args.svd else "") + (" --protect0" if args.protect0 else "")
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+        if k in ("limit", "arith_limit", "maps", "only", "tuned_beta") and v is not None
+    ) + (" --svd" if args.svd else "") + (" --protect0" if args.protect0 else "")
     markdown = [f"Measured by `{command}` ({time.time() - started:.0f}s, CPU). Accuracies in %, easy-vqa test split.",
                 ""]
     for title, reports, lines in sections:
