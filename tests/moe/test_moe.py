@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -131,3 +133,34 @@ def test_cli_into_moe_and_into_dense(tmp_path):
     out = runner.invoke(app, ["moe", "into-dense", str(base), str(moe), str(tmp_path / "b"), "--method", "uniform"])
     assert out.exit_code == 0, out.output
     assert "dropped:" in out.output and "router" in out.output
+
+
+def test_usage_text_measures_router_usage_on_the_users_inputs(tmp_path):
+    from typer.testing import CliRunner
+
+    from eval.tiny_vlm import make_tokenizer
+    from vadasm.align.activations import file_token_ids
+    from vadasm.cli import _register_subcommands, app
+
+    _register_subcommands()
+    base = make_text_model(tmp_path / "base", "mistral")
+    moe = make_text_model(tmp_path / "moe", "mixtral", num_local_experts=4)
+    make_tokenizer().save_pretrained(moe)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("what color is the shape ?\n\nis there a red circle in the image ?\n")
+    ids = file_token_ids(moe, prompts)
+    assert len(ids) == 2  # one batch per non-empty line
+    expected = router_usage(moe, architecture_for(Checkpoint.open(moe).config, Checkpoint.open(moe).keys()), ids)
+    out = CliRunner().invoke(app, ["moe", "into-dense", str(base), str(moe), str(tmp_path / "b"), "--top-k", "1",
+                                   "--usage-text", str(prompts), "--json"])
+    assert out.exit_code == 0, out.output
+    layers = json.loads(out.stdout)["layers"]
+    for layer, usage in expected.items():
+        assert layers[str(layer)]["usage"] == pytest.approx(usage)
+        assert layers[str(layer)]["experts"] == top_k_experts(usage, 1)
+    missing = subprocess.run([sys.executable, "-m", "vadasm", "moe", "into-dense", str(base), str(moe),
+                              str(tmp_path / "c"), "--top-k", "1", "--usage-text", str(tmp_path / "nope.txt")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope.txt'}: input text file not found"]
+    assert not (tmp_path / "c").exists()

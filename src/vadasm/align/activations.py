@@ -15,24 +15,41 @@ from vadasm.align.layout import UnitGroup
 from vadasm.errors import VadasmError
 
 
-def validation_token_ids(model_path: str | Path, max_tokens: int = 2048, seq_len: int = 128) -> list[torch.Tensor]:
-    """Token ids of the held-out validation prose (eval task `perplexity`, split `val`)."""
+def text_token_ids(model_path: str | Path, texts: list[str], max_tokens: int = 2048,
+                   seq_len: int = 128) -> list[torch.Tensor]:
+    """Token ids of `texts` in the model's tokenizer, one batch per text, until `max_tokens`."""
     from transformers import AutoTokenizer
-
-    from vadasm.eval.tasks import perplexity_texts
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
     except (OSError, ValueError) as err:
-        raise VadasmError(f"{model_path}: activation alignment needs the model's tokenizer ({err})") from None
+        raise VadasmError(f"{model_path}: measuring activations needs the model's tokenizer ({err})") from None
     batches, total = [], 0
-    for text in perplexity_texts("val"):
+    for text in texts:
         ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=seq_len)["input_ids"]
         batches.append(ids)
         total += ids.shape[1]
         if total >= max_tokens:
             break
     return batches
+
+
+def validation_token_ids(model_path: str | Path, max_tokens: int = 2048, seq_len: int = 128) -> list[torch.Tensor]:
+    """Token ids of the held-out validation prose (eval task `perplexity`, split `val`)."""
+    from vadasm.eval.tasks import perplexity_texts
+
+    return text_token_ids(model_path, perplexity_texts("val"), max_tokens, seq_len)
+
+
+def file_token_ids(model_path: str | Path, path: str | Path, max_tokens: int = 2048) -> list[torch.Tensor]:
+    """Token ids of a text file's non-empty lines (one input per line), e.g. prompts of the user's task."""
+    file = Path(path)
+    if not file.is_file():
+        raise VadasmError(f"{file}: input text file not found")
+    lines = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise VadasmError(f"{file}: no non-empty lines to measure router usage on")
+    return text_token_ids(model_path, lines, max_tokens)
 
 
 @torch.no_grad()

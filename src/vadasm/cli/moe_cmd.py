@@ -14,6 +14,9 @@ moe_app = typer.Typer(help="Dense <-> mixture-of-experts: dense deltas into expe
 app.add_typer(moe_app, name="moe")
 
 Weight = Annotated[float, typer.Option(help="Multiplier of the delta added to the recipient.")]
+UsageText = Annotated[str | None, typer.Option(
+    help="Text file, one input per line (e.g. prompts of your task), to measure router usage on; default: "
+         "held-out validation prose. Only used by usage-based options.")]
 
 
 @moe_app.command("into-moe")
@@ -26,6 +29,7 @@ def into_moe(
     scale: Annotated[str, typer.Option(
         help="Per-expert delta scale: none (same delta in every expert), usage (router usage on held-out "
              "validation text x number of experts) or norm (||expert|| / ||dense MLP||).")] = "none",
+    usage_text: UsageText = None,
     force: Force = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -40,7 +44,9 @@ def into_moe(
     """
     from vadasm.moe import dense_into_moe
 
-    result = dense_into_moe(moe, base, tuned, output, weight, scale, force=force, progress=not (quiet or as_json))
+    inputs = _usage_inputs(moe, usage_text)
+    result = dense_into_moe(moe, base, tuned, output, weight, scale, input_ids=inputs, force=force,
+                            progress=not (quiet or as_json))
     _emit(result, as_json, quiet)
 
 
@@ -56,9 +62,11 @@ def into_dense(
         help="uniform (plain mean; closest to the MoE's function in results/moe_synthetic.json) or norm_avg "
              "(mean rescaled to the experts' mean norm).")] = "uniform",
     top_k: Annotated[int | None, typer.Option(
-        help="Aggregate only the k experts the router picks most on held-out validation text.")] = None,
+        help="Aggregate only the k experts the router picks most (on --usage-text, default held-out validation "
+             "prose).")] = None,
     usage_weighted: Annotated[bool, typer.Option(
-        "--usage-weighted", help="Weight experts by router usage measured on held-out validation text.")] = False,
+        "--usage-weighted", help="Weight experts by router usage (on --usage-text).")] = False,
+    usage_text: UsageText = None,
     force: Force = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -67,13 +75,23 @@ def into_dense(
 
     Routers and shared experts have no dense counterpart and are reported as dropped.
 
-    Example: vadasm moe into-dense ./mistral ./mixtral ./mistral-from-moe --top-k 2 --usage-weighted
+    Example: vadasm moe into-dense ./mistral ./mixtral ./mistral-math --top-k 1 --usage-text math_prompts.txt
     """
     from vadasm.moe import moe_into_dense
 
-    result = moe_into_dense(dense, moe, output, base, weight, method, top_k, usage_weighted, force=force,
-                            progress=not (quiet or as_json))
+    inputs = _usage_inputs(moe, usage_text)
+    result = moe_into_dense(dense, moe, output, base, weight, method, top_k, usage_weighted, input_ids=inputs,
+                            force=force, progress=not (quiet or as_json))
     _emit(result, as_json, quiet)
+
+
+def _usage_inputs(model: str, usage_text: str | None):
+    """Token batches of --usage-text in MODEL's tokenizer, or None (the library's validation-prose default)."""
+    if usage_text is None:
+        return None
+    from vadasm.align.activations import file_token_ids
+
+    return file_token_ids(model, usage_text)
 
 
 def _emit(result, as_json: bool, quiet: bool) -> None:
