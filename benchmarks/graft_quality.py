@@ -67,7 +67,7 @@ def diagnostic_lines(report: EvalReport, limit: int, seed: int) -> list[str]:
     return lines
 
 
-def text_oracle(recipient: Path, limit: int, seed: int) -> dict:
+def text_oracle(recipient: Path, n_patches: int, limit: int, seed: int) -> dict:
     """The ceiling of a graft that keeps the recipient's language model: the recipient asked the same
     test questions with the image replaced by the words its image tokens stand for (" red circle red
     circle ...", as the donor's projector was fitted to produce). Only images whose colour and shape
@@ -79,7 +79,7 @@ def text_oracle(recipient: Path, limit: int, seed: int) -> dict:
     task = GENERATIVE_TASKS["easyvqa"]
     labels = image_labels(load_split("test"))
     items = [i for i in task.items("test", limit, seed) if i.image in labels]
-    roles = patch_roles(16).tolist()
+    roles = patch_roles(n_patches).tolist()
     requests = [Request(" ".join(labels[i.image][r] for r in roles) + "\n" + i.text) for i in items]
     replies = load_backend(recipient).generate(requests, Decoding(max_new_tokens=task.max_new_tokens),
                                                desc="text oracle", progress=False)
@@ -90,31 +90,24 @@ def text_oracle(recipient: Path, limit: int, seed: int) -> dict:
 
 def class_a(args, work: Path, record: dict) -> tuple[str, list[EvalReport], list[str]]:
     base = str(artefact_dir("smollm2"))
-    a_out, info = _graft(work, "classA", "llava-smollm2", "smollm2-arith", base=base, seed=args.seed)
-    record["grafts"]["classA"] = info
-    models = {"graft": a_out}
+    variants = {"graft": {}}
     if args.svd:
-        svd_out, svd_info = _graft(work, "classA-svd95", "llava-smollm2", "smollm2-arith", base=base,
-                                   projector_variance=0.95, seed=args.seed)
-        record["grafts"]["classA-svd95"] = svd_info
-        models["graft-svd95"] = svd_out
+        variants["graft-svd95"] = {"projector_variance": 0.95}
     if args.tuned_beta is not None:
-        t_out, t_info = _graft(work, "classA-tuned", "llava-smollm2", "smollm2-arith", base=base,
-                               beta=args.tuned_beta, seed=args.seed)
-        record["grafts"]["classA-tuned"] = t_info
-        models["graft-tuned"] = t_out
+        variants["graft-tuned"] = {"beta": args.tuned_beta}
     if args.protect0:
-        p0_out, p0_info = _graft(work, "classA-protect0", "llava-smollm2", "smollm2-arith", base=base,
-                                 protect_ratio=0.0, seed=args.seed)
-        record["grafts"]["classA-protect0"] = p0_info
-        models["graft-protect0"] = p0_out
+        variants["graft-protect0"] = {"protect_ratio": 0.0}
+    models = {}
+    for name, options in variants.items():
+        folder = "classA" + name.removeprefix("graft")
+        models[name], record["grafts"][folder] = _graft(work, folder, "llava-smollm2", "smollm2-arith", base=base,
+                                                        seed=args.seed, **options)
+    # a projector-only variant has the plain graft's language model: no arithmetic run of its own
+    arith_models = {n: path for n, path in models.items() if "projector_variance" not in variants[n]}
+    a_out = models["graft"]
     models.update({"donor": artefact_dir("llava-smollm2"), "recipient": artefact_dir("smollm2-arith")})
     vqa = measure_graft(models, ["easyvqa"], limit=args.limit, seed=args.seed, keep_predictions=True)
-    arith_models = {"graft": a_out, "recipient": artefact_dir("smollm2-arith"), "smollm2": artefact_dir("smollm2")}
-    if args.tuned_beta is not None:
-        arith_models["graft-tuned"] = t_out
-    if args.protect0:
-        arith_models["graft-protect0"] = p0_out
+    arith_models.update({"recipient": artefact_dir("smollm2-arith"), "smollm2": artefact_dir("smollm2")})
     arith = measure_graft(arith_models, ["arith"], limit=args.arith_limit, seed=args.seed)
     found = [v for name in models if name.startswith("graft") for v in verdicts(vqa, graft=name)]
     lines = [line for v in found for line in v.lines]
@@ -148,7 +141,9 @@ def class_c(args, work: Path, record: dict) -> tuple[str, list[EvalReport], list
     found = [v for m in maps for v in verdicts(vqa, graft=f"graft-{m}")]
     for m, v in zip(maps, found):
         record_scores(models[f"graft-{m}"], scores_record(vqa, [v]))
-    oracle = text_oracle(artefact_dir("smollm2"), args.limit, args.seed)
+    vision = json.loads((artefact_dir("llava-gemma3") / "config.json").read_text())["vision_config"]
+    oracle = text_oracle(artefact_dir("smollm2"), (vision["image_size"] // vision["patch_size"]) ** 2,
+                         args.limit, args.seed)
     record["evals"]["C"] = {"easyvqa": scores_record(vqa, found), "text_oracle": oracle}
     fits = record["grafts"][f"classC-{maps[0]}"]
     lines = [f"embedding maps on {fits['anchors']} anchors; held-out retrieval among all SmolLM2 tokens "
