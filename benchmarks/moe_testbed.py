@@ -71,17 +71,16 @@ def prototype_router(model: Path, domains: list[list[torch.Tensor]]) -> dict[int
 
 def build_moe(experts: list[Path], shared_from: list[Path], routers: dict[int, torch.Tensor], out: Path) -> Path:
     """A Mixtral checkpoint: expert e of every layer = experts[e]'s MLP; other tensors = mean over shared_from."""
-    dense = [load_file(folder / "model.safetensors") for folder in dict.fromkeys(experts + shared_from)]
-    by_folder = dict(zip(dict.fromkeys(experts + shared_from), dense))
+    weights = {folder: load_file(folder / "model.safetensors") for folder in dict.fromkeys(experts + shared_from)}
     tensors = {}
-    for name in dense[0]:
+    for name in weights[experts[0]]:
         if ".mlp." not in name:
-            tensors[name] = torch.stack([by_folder[f][name] for f in shared_from]).mean(0)
+            tensors[name] = torch.stack([weights[f][name] for f in shared_from]).mean(0)
             continue
         layer, projection = name.split(".")[2], name.split(".")[-2].removesuffix("_proj")
         for e, folder in enumerate(experts):
             moe_name = f"model.layers.{layer}.block_sparse_moe.experts.{e}.{MIXTRAL_NAMES[projection]}.weight"
-            tensors[moe_name] = by_folder[folder][name].clone()
+            tensors[moe_name] = weights[folder][name].clone()
     for layer, router in routers.items():
         tensors[f"model.layers.{layer}.block_sparse_moe.gate.weight"] = router.contiguous()
     out.mkdir(parents=True)
