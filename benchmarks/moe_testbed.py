@@ -1,6 +1,7 @@
 """Dense <-> MoE on real testbed weights: a Branch-Train-MiX MoE of SmolLM2 and its arithmetic fine-tune.
 
     python benchmarks/moe_testbed.py [--limit 200] [--out results/moe_testbed.json]
+    python benchmarks/moe_testbed.py --moes-only out/moes    # just the two MoEs, for `vadasm moe ...`
 
 No small MoE ships offline, so this builds one from real weights the way Branch-Train-MiX does
 (Sukhbaatar et al., 2024): a Mixtral-style model whose two experts per layer are the MLPs of SmolLM2
@@ -112,6 +113,9 @@ def main() -> None:
     parser.add_argument("--router-prompts", type=int, default=200, help="arithmetic train prompts for the router")
     parser.add_argument("--out", default="results/moe_testbed.json")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--moes-only", default=None, metavar="DIR",
+                        help="only build the two MoEs into DIR (btx/, upcycled/, arith_val_prompts.txt) for "
+                             "`vadasm moe ...`, and stop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     missing = [a for a in ("smollm2", "smollm2-arith") if not is_built(a)]
@@ -123,8 +127,14 @@ def main() -> None:
     try:
         domains = [validation_token_ids(base), arith_prompts(base, "train", args.router_prompts)]
         routers = prototype_router(base, domains)
-        btx = build_moe([base, tuned], [base, tuned], routers, work / "btx")
-        upcycled = build_moe([base, base], [base], routers, work / "upcycled")
+        moes = Path(args.moes_only) if args.moes_only else work
+        btx = build_moe([base, tuned], [base, tuned], routers, moes / "btx")
+        upcycled = build_moe([base, base], [base], routers, moes / "upcycled")
+        if args.moes_only:
+            texts = [problem.question for problem in problems("val", 100, seed=1)]
+            (moes / "arith_val_prompts.txt").write_text("\n".join(texts) + "\n")
+            print(f"wrote {btx}, {upcycled} and {moes / 'arith_val_prompts.txt'}")
+            return
         usage_inputs = arith_prompts(base, "val", 100)
         arms = {"smollm2 (zero delta, MoE->dense)": base, "smollm2-arith (dense fine-tune)": tuned,
                 "BTX MoE": btx}
