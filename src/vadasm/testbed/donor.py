@@ -31,9 +31,9 @@ from transformers import (
 )
 
 from vadasm.errors import MissingExtraError
-from vadasm.eval.easyvqa import COLORS, SHAPES, VqaItem, image_labels
+from vadasm.eval.easyvqa import VqaItem
 from vadasm.testbed.sft import Encoded, answer_loss, collate, encode_chat, linear_warmup_decay
-from vadasm.testbed.vision import WORDS, patch_word_targets
+from vadasm.testbed.vision import WORDS, labelled_images, patch_word_targets
 
 # A reserved token of each base vocabulary becomes the image token, so no embedding is resized.
 IMAGE_TOKENS = {"smollm2": "<empty_output>", "gemma3-270m": "<unused0>"}
@@ -154,11 +154,7 @@ def align_projector(
     after this fit the LM reads an image as " red circle red circle ..." in its own embedding space.
     """
     words = word_embeddings(model, tokenizer)
-    labels = image_labels(train)
-    paths = sorted(labels)
-    x = torch.stack([pixels[p] for p in paths])
-    color = torch.tensor([COLORS.index(labels[p][0]) for p in paths])
-    shape = torch.tensor([SHAPES.index(labels[p][1]) for p in paths])
+    x, color, shape = labelled_images(train, pixels)
     n_patches = (model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2
     targets = patch_word_targets(color, shape, n_patches)
     projector = model.model.multi_modal_projector

@@ -96,7 +96,8 @@ class PatchClassifier(nn.Module):
         return self.word_head(hidden)
 
 
-def _labelled(items: tuple[VqaItem, ...], pixels: dict[Path, torch.Tensor]):
+def labelled_images(items: tuple[VqaItem, ...], pixels: dict[Path, torch.Tensor]):
+    """Pixels, colour index and shape index of every image whose labels the questions reveal (path order)."""
     labels = image_labels(items)
     ids = sorted(labels)
     x = torch.stack([pixels[i] for i in ids])
@@ -130,8 +131,8 @@ def pretrain_tower(
     tied to positions, so the tower learns to name the colour at even positions whatever the flip)."""
     torch.manual_seed(recipe.seed)
     model = PatchClassifier(CLIPVisionModel(tower_config(recipe)))
-    x, colors, shapes = _labelled(train, pixels)
-    vx, vcolors, vshapes = _labelled(val, pixels)
+    x, colors, shapes = labelled_images(train, pixels)
+    vx, vcolors, vshapes = labelled_images(val, pixels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=recipe.steps)
     generator = torch.Generator().manual_seed(recipe.seed)
