@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from vadasm.cli.tune_cmd import parse_pairs
 from vadasm.eval.easyvqa import COLORS, SHAPES, load_split
 from vadasm.eval.harness import EvalReport
 from vadasm.eval.metrics import normalize_vqa_answer
@@ -88,13 +89,23 @@ def text_oracle(recipient: Path, n_patches: int, limit: int, seed: int) -> dict:
     return {"n": len(items), "vqa_accuracy": harness, "one_answer_match": lenient}
 
 
+def tuned_options(spec: str) -> dict:
+    """Graft options from a `vadasm tune` result (its validation winner) or from KEY=VALUE,KEY=VALUE."""
+    if spec.endswith(".json"):
+        best = json.loads(Path(spec).read_text())["best"]
+        if not best.get("params"):
+            raise SystemExit(f"{spec}: the validation winner is {best['kind']!r}, not a graft to confirm")
+        return dict(best["params"])
+    return parse_pairs(spec.split(","), "--tuned")
+
+
 def class_a(args, work: Path, record: dict) -> tuple[str, list[EvalReport], list[str]]:
     base = str(artefact_dir("smollm2"))
     variants = {"graft": {}}
     if args.svd:
         variants["graft-svd95"] = {"projector_variance": 0.95}
-    if args.tuned_beta is not None:
-        variants["graft-tuned"] = {"beta": args.tuned_beta}
+    if args.tuned is not None:
+        variants["graft-tuned"] = tuned_options(args.tuned)
     if args.protect0:
         variants["graft-protect0"] = {"protect_ratio": 0.0}
     models = {}
@@ -167,8 +178,9 @@ def main() -> None:
     parser.add_argument("--arith-limit", type=int, default=200, help="arithmetic test problems per model")
     parser.add_argument("--maps", default="lstsq,procrustes,omp", help="class C: one graft per map")
     parser.add_argument("--svd", action="store_true", help="class A: also the 95%%-variance SVD projector")
-    parser.add_argument("--tuned-beta", type=float, default=None,
-                        help="class A: also the graft at this beta (e.g. the validation winner of vadasm tune)")
+    parser.add_argument("--tuned", default=None,
+                        help="class A: also the graft with these options, confirmed on test: a `vadasm tune` "
+                             "tune_result.json (its validation winner) or KEY=VALUE,... (beta=1.5,merge_method=ties)")
     parser.add_argument("--protect0", action="store_true", help="class A: also the graft with no protected layers")
     parser.add_argument("--only", choices=("A", "C"), default=None)
     parser.add_argument("--work", default="/tmp/vadasm-graft-quality", help="where the grafts are written")
@@ -191,7 +203,7 @@ def main() -> None:
 
     command = "python benchmarks/graft_quality.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-        if k in ("limit", "arith_limit", "maps", "only", "tuned_beta") and v is not None
+        if k in ("limit", "arith_limit", "maps", "only", "tuned") and v is not None
     ) + (" --svd" if args.svd else "") + (" --protect0" if args.protect0 else "")
     markdown = [f"Measured by `{command}` ({time.time() - started:.0f}s, CPU). Accuracies in %, easy-vqa test split.",
                 ""]

@@ -108,6 +108,8 @@ def test_param_specs():
     assert parse_param("layers=0:6:int").grid(4) == [0, 2, 4, 6]
     choice = parse_param("map_method=lstsq,procrustes,omp@procrustes")
     assert choice.default == "procrustes" and choice.decode(0.99) == "omp" and choice.decode(0.0) == "lstsq"
+    listed = parse_param("density=0.5,0.9@0.9")  # listed numbers reach the graft as numbers, not strings
+    assert listed.choices == (0.5, 0.9) and listed.default == 0.9 and listed.grid(5) == [0.5, 0.9]
     for bad in ("beta", "beta=1:0", "beta=0:1@2", "m=onlyone", "beta=a:b"):
         with pytest.raises(VadasmError):
             parse_param(bad)

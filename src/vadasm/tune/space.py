@@ -77,6 +77,15 @@ def _number(text: str, spec: str) -> float:
         raise VadasmError(f"--param {spec!r}: {text!r} is not a number") from None
 
 
+def _choice(text: str) -> str | float:
+    """A listed value: numbers stay numbers (`density=0.5,0.9`), anything else is a name."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def parse_param(spec: str) -> Param:
     """`beta=0:1` (float range), `beta=0:1@0.3` (with default), `layers=0:6:int`, `map=lstsq,procrustes`."""
     name, eq, rest = spec.partition("=")
@@ -98,10 +107,10 @@ def parse_param(spec: str) -> Param:
         if not low <= default <= high:
             raise VadasmError(f"--param {spec!r}: default {default} is outside [{low}, {high}]")
         return Param(name, low, high, kind, (), int(default) if kind == "int" else default)
-    choices = tuple(c.strip() for c in body.split(",") if c.strip())
+    choices = tuple(_choice(c) for c in body.split(",") if c.strip())
     if len(choices) < 2:
         raise VadasmError(f"--param {spec!r}: give a range LOW:HIGH or at least two choices")
-    default = default_text.strip() if at else choices[0]
+    default = _choice(default_text) if at else choices[0]
     if default not in choices:
         raise VadasmError(f"--param {spec!r}: default {default!r} is not one of the choices")
     return Param(name, kind="choice", choices=choices, default=default)
