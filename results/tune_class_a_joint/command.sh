@@ -9,6 +9,6 @@ LIMIT=${LIMIT:-200}
 THREADS=${THREADS:-2}
 "$VADASM" tune \
   --donor testbed:llava-smollm2 --recipient testbed:smollm2-arith --base testbed:smollm2 \
-  --param beta=1:2@1 --grid-points 5 --param merge_method=task_arithmetic,ties,dare_linear \
+  --param beta=1:2@1 --grid-points 5 --param merge_method=task_arithmetic,ties \
   --param density=0.5,0.9 --tasks easyvqa,arith --limit "$LIMIT" --seed 0 --threads "$THREADS" \
   --out results/tune_class_a_joint --output out/smollm2-sees-joint --force

@@ -35,3 +35,15 @@ def test_staged_dir_publishes_only_complete_artefacts(tmp_path):
         write_record(tmp, BuildRecord(artefact="art", recipe={"steps": 3}))
     assert (final / "weights").read_text() == "w"
     assert read_record(final)["recipe"] == {"steps": 3}
+
+
+def test_tower_warnings_name_the_word_the_tower_did_not_learn():
+    from vadasm.testbed.build import tower_warnings
+
+    def tower(shape: float) -> BuildRecord:
+        return BuildRecord("vision-tower", {}, scores={"val_patch_accuracy": {"color": 1.0, "shape": shape}})
+
+    learnt, half_blind = tower(0.977), tower(0.562)
+    assert tower_warnings(learnt) == []
+    (message,) = tower_warnings(half_blind)
+    assert "shape on only 56.2%" in message and "--tower-steps" in message

@@ -24,6 +24,7 @@ def build_command(
         help="Build only this artefact (and what it needs). Repeatable: smollm2, gemma3-270m, vision-tower, "
         "llava-smollm2, smollm2-arith, llava-gemma3.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice (recorded).")] = 0,
+    tower_steps: Annotated[int, typer.Option(help="Vision tower training steps (batch 64).")] = 2000,
     donor_steps: Annotated[int, typer.Option(help="LLaVA training steps per donor (batch 16).")] = 250,
     recipient_steps: Annotated[int, typer.Option(help="Arithmetic fine-tuning steps (batch 16).")] = 150,
     threads: Annotated[int | None, typer.Option(
@@ -47,12 +48,12 @@ def build_command(
     if threads:
         torch.set_num_threads(threads)
     options = BuildOptions(
-        only=tuple(only or ()), force=force, seed=seed, donor_steps=donor_steps,
+        only=tuple(only or ()), force=force, seed=seed, tower_steps=tower_steps, donor_steps=donor_steps,
         recipient_steps=recipient_steps, progress=not quiet,
     )
     if smoke:
         options = quick(options)
-    build(options, log=(lambda _: None) if quiet else typer.echo)
+    build(options, log=(lambda _: None) if quiet else typer.echo, warn=lambda message: typer.echo(message, err=True))
 
 
 @testbed_app.command("status")
