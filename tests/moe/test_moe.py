@@ -150,7 +150,8 @@ def test_usage_text_measures_router_usage_on_the_users_inputs(tmp_path):
     prompts.write_text("what color is the shape ?\n\nis there a red circle in the image ?\n")
     ids = file_token_ids(moe, prompts)
     assert len(ids) == 2  # one batch per non-empty line
-    expected = router_usage(moe, architecture_for(Checkpoint.open(moe).config, Checkpoint.open(moe).keys()), ids)
+    checkpoint = Checkpoint.open(moe)
+    expected = router_usage(moe, architecture_for(checkpoint.config, checkpoint.keys()), ids)
     out = CliRunner().invoke(app, ["moe", "into-dense", str(base), str(moe), str(tmp_path / "b"), "--top-k", "1",
                                    "--usage-text", str(prompts), "--json"])
     assert out.exit_code == 0, out.output
