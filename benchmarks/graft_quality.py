@@ -90,12 +90,15 @@ def text_oracle(recipient: Path, n_patches: int, limit: int, seed: int) -> dict:
 
 
 def tuned_options(spec: str) -> dict:
-    """Graft options from a `vadasm tune` result (its validation winner) or from KEY=VALUE,KEY=VALUE."""
+    """Graft options from a `vadasm tune` result (its validation winner over the fixed --set options)
+    or from KEY=VALUE,KEY=VALUE."""
     if spec.endswith(".json"):
-        best = json.loads(Path(spec).read_text())["best"]
+        tuned = json.loads(Path(spec).read_text())
+        best = tuned["best"]
         if not best.get("params"):
             raise SystemExit(f"{spec}: the validation winner is {best['kind']!r}, not a graft to confirm")
-        return dict(best["params"])
+        fixed = {k: v for k, v in tuned.get("fixed_options", {}).items() if k != "base"}  # base: passed here
+        return fixed | best["params"]
     return parse_pairs(spec.split(","), "--tuned")
 
 
@@ -108,6 +111,8 @@ def class_a(args, work: Path, record: dict) -> tuple[str, list[EvalReport], list
         variants["graft-tuned"] = tuned_options(args.tuned)
     if args.protect0:
         variants["graft-protect0"] = {"protect_ratio": 0.0}
+    if args.regmean:
+        variants["graft-regmean"] = {"merge_method": "regmean", "donor_data": "easyvqa", "recipient_data": "arith"}
     models = {}
     for name, options in variants.items():
         folder = "classA" + name.removeprefix("graft")
@@ -182,6 +187,8 @@ def main() -> None:
                         help="class A: also the graft with these options, confirmed on test: a `vadasm tune` "
                              "tune_result.json (its validation winner) or KEY=VALUE,... (beta=1.5,merge_method=ties)")
     parser.add_argument("--protect0", action="store_true", help="class A: also the graft with no protected layers")
+    parser.add_argument("--regmean", action="store_true",
+                        help="class A: also the RegMean graft (defaults; Grams on easyvqa / arith train)")
     parser.add_argument("--only", choices=("A", "C"), default=None)
     parser.add_argument("--work", default="/tmp/vadasm-graft-quality", help="where the grafts are written")
     parser.add_argument("--out", default="results/graft", help="where the tables go")
@@ -204,7 +211,7 @@ def main() -> None:
     command = "python benchmarks/graft_quality.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
         if k in ("limit", "arith_limit", "maps", "only", "tuned") and v is not None
-    ) + (" --svd" if args.svd else "") + (" --protect0" if args.protect0 else "")
+    ) + "".join(f" --{flag}" for flag in ("svd", "protect0", "regmean") if getattr(args, flag))
     markdown = [f"Measured by `{command}` ({time.time() - started:.0f}s, CPU). Accuracies in %, easy-vqa test split.",
                 ""]
     for title, reports, lines in sections:

@@ -21,11 +21,26 @@ def graft_command(
         help="Class A: the common base of the donor's LM and the recipient; enables the language merge.")] = None,
     beta: Annotated[float, typer.Option(help="Class A: weight of the donor's language delta (donor LM - base).")]
     = 1.0,
-    merge_method: Annotated[str, typer.Option(help="Class A: task_arithmetic, ties, dare_linear or dare_ties.")]
+    merge_method: Annotated[str, typer.Option(
+        help="Class A: task_arithmetic, ties, dare_linear, dare_ties, or regmean (linear layers solved from "
+             "each model's inputs on its own task; needs --donor-data and --recipient-data).")]
     = "task_arithmetic",
     density: Annotated[float, typer.Option(help="Class A, ties/dare: fraction of the donor delta kept.")] = 1.0,
-    protect: Annotated[float, typer.Option(
-        help="Class A: fraction of the first layers that keep the recipient's weights.")] = 0.2,
+    donor_data: Annotated[str | None, typer.Option(
+        help="Class A, regmean: the donor's task, a built-in task (easyvqa; its train split) or a JSONL file of "
+             "{\"text\", \"answer\", \"image\"} records (image paths relative to the file).")] = None,
+    recipient_data: Annotated[str | None, typer.Option(
+        help="Class A, regmean: the recipient's task (e.g. arith), same forms as --donor-data.")] = None,
+    regmean_samples: Annotated[int, typer.Option(help="Class A, regmean: calibration items per model.")] = 128,
+    regmean_alpha: Annotated[float, typer.Option(
+        help="Class A, regmean: scale of the Gram matrices' off-diagonal (0 = per-feature average, 1 = exact "
+             "regression).")] = 0.9,
+    regmean_donor_weight: Annotated[float, typer.Option(
+        help="Class A, regmean: weight of reproducing the donor on its task relative to the recipient on its own "
+             "(tune it: vadasm tune --param regmean_donor_weight=...).")] = 1.0,
+    protect: Annotated[float | None, typer.Option(
+        help="Class A: fraction of the first layers that keep the recipient's weights [default: 0.2; 0 for "
+             "regmean].")] = None,
     map_method: Annotated[str, typer.Option(
         "--map", help="Class B/C: embedding map folded into the projector: lstsq, procrustes or omp.")] = "lstsq",
     ridge: Annotated[float, typer.Option(help="Class B/C, lstsq: relative ridge penalty (0 = plain least squares).")]
@@ -75,6 +90,8 @@ def graft_command(
 
     options = GraftOptions(
         base=base, beta=beta, merge_method=merge_method, density=density, protect_ratio=protect,
+        donor_data=donor_data, recipient_data=recipient_data, regmean_samples=regmean_samples,
+        regmean_alpha=regmean_alpha, regmean_donor_weight=regmean_donor_weight,
         map_method=map_method, ridge=ridge, omp_k=omp_k, heldout=heldout, min_anchors=min_anchors,
         projector_variance=projector_variance, vision_from=vision_from, image_token=image_token,
         calibration_images=calibration_images, calibration_limit=calibration_limit, text_only=text_only,

@@ -35,7 +35,8 @@ def parse_pairs(values: list[str] | None, flag: str, number: bool = False) -> di
 def tune_command(
     param: Annotated[list[str], typer.Option(
         help="A coefficient to search: NAME=LOW:HIGH[@DEFAULT], NAME=LOW:HIGH:int or NAME=A,B,C[@DEFAULT]. "
-             "Repeatable. Graft names: beta, density, protect_ratio, map_method, merge_method.")],
+             "Repeatable. Graft names: beta, density, protect_ratio, map_method, merge_method, "
+             "regmean_donor_weight, regmean_alpha.")],
     recipient: Annotated[str | None, typer.Option(
         help="The model being changed (the 'change nothing' candidate). Default: the recipe's base_model.")] = None,
     recipe: Annotated[Path | None, typer.Option(
@@ -129,7 +130,9 @@ def tune_command(
     out.mkdir(parents=True, exist_ok=True)
     result = tune(objective, space, optimizer, budget, out / "trials.jsonl", workers, ray,
                   builder.zero_params(), seed, test, progress=not quiet, threads=threads)
-    (out / "tune_result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    # graft mode also records the fixed options (--set, --base), so the winner can be rebuilt from the file
+    fixed_options = {"fixed_options": builder.fixed} if isinstance(builder, GraftBuilder) else {}
+    (out / "tune_result.json").write_text(json.dumps(result.to_dict() | fixed_options, indent=2, default=str) + "\n")
     plot = plot_search(result, out / "tune_search.png")
     lines = result.lines() + [f"trials: {out / 'trials.jsonl'}", f"plot: {plot}"]
     if output is not None:

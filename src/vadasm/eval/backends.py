@@ -107,8 +107,12 @@ class TransformersBackend:
             [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
         )
 
-    def _encode(self, batch: Sequence[Request]) -> dict[str, torch.Tensor]:
+    def encode(self, batch: Sequence[Request], answers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Model inputs for a batch of prompts; with `answers`, each prompt is followed by its answer
+        (teacher forcing, as when measuring what the model computes on a task)."""
         prompts = [self.render(r) for r in batch]
+        if answers is not None:
+            prompts = [prompt + answer for prompt, answer in zip(prompts, answers, strict=True)]
         # Chat templates already hold any BOS token; templateless prompts need the tokenizer's.
         has_template = getattr(self.processor or self.tokenizer, "chat_template", None) is not None
         images = [Image.open(r.image).convert("RGB") for r in batch if r.image is not None]
@@ -141,7 +145,7 @@ class TransformersBackend:
                 leave=False,
                 disable=not progress,
             ):
-                inputs = self._encode(requests[start : start + decoding.batch_size])
+                inputs = self.encode(requests[start : start + decoding.batch_size])
                 sampling = (
                     {"do_sample": True, "temperature": decoding.temperature, "top_p": decoding.top_p}
                     if decoding.do_sample

@@ -33,6 +33,7 @@ from vadasm.graft.embedding_maps import (
     shared_anchors,
     split_anchors,
 )
+from vadasm.graft.grams import layer_relative_name
 from vadasm.graft.pairs import PairClass, classify_pair
 from vadasm.graft.projector import (
     ZERO_PRESERVING_ACTS,
@@ -53,9 +54,10 @@ from vadasm.io import (
 )
 from vadasm.merge.run import natural_key, tensor_seed
 from vadasm.methods import get_method
+from vadasm.methods.regmean import regmean
 
 SUPPORTED_DONORS = ("llava", "llava_next")
-TEXT_METHODS = ("task_arithmetic", "ties", "dare_linear", "dare_ties")
+TEXT_METHODS = ("task_arithmetic", "ties", "dare_linear", "dare_ties", "regmean")
 OUTPUT_LAYOUT = "transformers<4.52"  # the names transformers itself writes (and every version reads)
 
 
@@ -65,9 +67,18 @@ class GraftOptions:
 
     base: str | None = None  # common base of donor LM and recipient (class A language merge)
     beta: float = 1.0  # weight of the donor's language delta (1 = add it once, as the donor learnt it)
-    merge_method: str = "task_arithmetic"  # or ties, dare_linear, dare_ties
+    merge_method: str = "task_arithmetic"  # or ties, dare_linear, dare_ties, regmean
     density: float = 1.0  # fraction of the donor delta kept by ties / dare
-    protect_ratio: float = 0.2  # first fraction of layers keep the recipient's weights
+    # regmean: each model's task (a built-in task's train split, or a JSONL file) and the weight of the
+    # donor's term; linear layers are solved from input Gram matrices, other tensors by task arithmetic.
+    donor_data: str | None = None
+    recipient_data: str | None = None
+    regmean_samples: int = 128
+    regmean_alpha: float = 0.9
+    regmean_donor_weight: float = 1.0
+    # first fraction of layers keep the recipient's weights; None: 0.2 for the task-vector methods, 0 for
+    # regmean (whose point is to fix those layers: on the testbed protecting them costs ~20 vision points)
+    protect_ratio: float | None = None
     map_method: str = "lstsq"  # class B/C projector map: lstsq, procrustes or omp
     ridge: float = 0.0
     omp_k: int = 64
@@ -86,6 +97,10 @@ class GraftOptions:
     allow_pickle: bool = False
     trust_remote_code: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.protect_ratio is None:
+            self.protect_ratio = 0.0 if self.merge_method == "regmean" else 0.2
 
     def recipe(self) -> dict:
         run_only = {"force", "progress", "shard_size", "allow_pickle", "trust_remote_code"}
@@ -241,6 +256,9 @@ def graft(donor: str | Path, recipient: str | Path, output: str | Path, options:
         result.language_model = "recipient unchanged (no shared base; cross-size deltas are not task vectors)"
     num_layers = recipient_arch.num_layers() or 1
     protected = round(opts.protect_ratio * num_layers)
+    # beta 0 means "no donor language delta" for every method: the recipient's language model as is.
+    regmean_merge = base_view is not None and opts.merge_method == "regmean" and opts.beta != 0
+    grams = _regmean_grams(opts, donor_ck, recipient_ck) if regmean_merge else None
 
     # The image token, in the recipient's tokenizer.
     image_token = None
@@ -275,7 +293,7 @@ def graft(donor: str | Path, recipient: str | Path, output: str | Path, options:
     # Plan every output tensor, then one loop: compute, write.
     out_dtype = parse_dtype(opts.dtype) if opts.dtype else None
     text_layout = None if opts.text_only else _output_layout(vision_arch.model_type)
-    steps = _text_steps(r_text, base_view, d_text, opts, protected, new_rows, text_layout, out_dtype)
+    steps = _text_steps(r_text, base_view, d_text, opts, protected, new_rows, text_layout, out_dtype, grams)
     if not opts.text_only:
         steps += _vision_steps(vision_ck, vision_arch, text_layout, projector, extra, out_dtype)
     plan = [PlannedTensor(s.name, s.shape, s.dtype) for s in steps]
@@ -323,6 +341,13 @@ def _check_options(opts: GraftOptions) -> None:
         raise VadasmError(f"--map: {opts.map_method!r} unknown (choose from {', '.join(MAP_METHODS)})")
     if not 0 <= opts.protect_ratio <= 1:
         raise VadasmError(f"--protect: {opts.protect_ratio} is not a fraction of layers in [0, 1]")
+    if opts.merge_method == "regmean":
+        if not (opts.donor_data and opts.recipient_data):
+            raise VadasmError("--merge-method regmean needs --donor-data and --recipient-data (the task each model "
+                              "was fine-tuned for: easyvqa, arith, or a JSONL file)")
+        if not 0 <= opts.regmean_alpha <= 1 or opts.regmean_donor_weight <= 0 or opts.regmean_samples < 1:
+            raise VadasmError("regmean: --regmean-alpha must lie in [0, 1], --regmean-donor-weight be > 0 and "
+                              "--regmean-samples >= 1")
     if opts.calibration_images and not Path(opts.calibration_images).expanduser().is_dir():
         raise VadasmError(f"{opts.calibration_images}: calibration image folder not found")
     if opts.projector_variance is not None and not 0 < opts.projector_variance <= 1:
@@ -374,16 +399,29 @@ def _base_view(opts: GraftOptions, pair: PairClass, r_text: TextView, result: Gr
             raise VadasmError(f"{base_ck.path}: tensor '{name}' has shape {view.shapes().get(name)}, recipient "
                               f"has {shape}; --base must be the common base of donor and recipient")
     protected = round(opts.protect_ratio * (r_text.arch.num_layers() or 1))
-    result.language_model = (f"recipient + {opts.beta} x (donor LM - base) by {opts.merge_method}"
-                             + (f" (density {opts.density})" if opts.merge_method != "task_arithmetic" else "")
+    detail = {"task_arithmetic": "",
+              "regmean": f" (alpha {opts.regmean_alpha}, donor weight {opts.regmean_donor_weight}, grams on "
+                         f"{opts.donor_data} / {opts.recipient_data}; other tensors by task arithmetic)",
+              }.get(opts.merge_method, f" (density {opts.density})")
+    result.language_model = (f"recipient + {opts.beta} x (donor LM - base) by {opts.merge_method}{detail}"
                              + f"; layers 0-{protected - 1} protected" * (protected > 0)
                              + "; embeddings and head from the recipient")
     return view
 
 
+def _regmean_grams(opts: GraftOptions, donor: Checkpoint, recipient: Checkpoint) -> tuple[dict, dict]:
+    """(donor, recipient) input Grams of every language-model linear, each on its own task."""
+    from vadasm.graft.grams import cached_grams
+
+    return tuple(cached_grams(str(ck.path), ck.fingerprint(), source, opts.regmean_samples, opts.seed,
+                              progress=opts.progress)
+                 for ck, source in ((donor, opts.donor_data), (recipient, opts.recipient_data)))
+
+
 def _text_steps(r_text: TextView, base: TextView | None, donor: TextView, opts: GraftOptions, protected: int,
-                rows: int, layout: VisionLayout | None, out_dtype: torch.dtype | None) -> list[Step]:
-    method = get_method(opts.merge_method)
+                rows: int, layout: VisionLayout | None, out_dtype: torch.dtype | None,
+                grams: tuple[dict, dict] | None = None) -> list[Step]:
+    method = get_method("task_arithmetic" if opts.merge_method == "regmean" else opts.merge_method)
     steps = []
     for text_name in sorted(r_text.names, key=natural_key):
         role = r_text.arch.text.role(text_name)
@@ -401,10 +439,26 @@ def _text_steps(r_text: TextView, base: TextView | None, donor: TextView, opts: 
             steps.append(Step(out_name, shape, dtype, "copy_recipient", recipient_tensor))
         elif role.layer is not None and role.layer < protected:
             steps.append(Step(out_name, shape, dtype, "copy_recipient (protected layer)", recipient_tensor))
+        elif grams is not None and all(layer_relative_name(text_name) in g for g in grams):
+            pair_grams = tuple(g[layer_relative_name(text_name)] for g in grams)
+            steps.append(Step(out_name, shape, dtype, "merge (regmean)",
+                              lambda name=text_name, g=pair_grams: _regmean_language(opts, name, r_text, base,
+                                                                                      donor, g)))
         else:
             steps.append(Step(out_name, shape, dtype, "merge",
                               lambda name=text_name: _merge_language(method, opts, name, r_text, base, donor)))
     return steps
+
+
+def _regmean_language(opts: GraftOptions, name: str, recipient: TextView, base: TextView, donor: TextView,
+                      grams: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The linear weight that best reproduces the recipient on its task's inputs and base + beta x donor
+    delta on the donor's (RegMean), instead of adding both deltas everywhere."""
+    base_weight = base.get(name).float()
+    donor_weight = base_weight + opts.beta * (donor.get(name).float() - base_weight)
+    donor_gram, recipient_gram = grams
+    return regmean([recipient.get(name).float(), donor_weight], [recipient_gram, donor_gram],
+                   model_weight=[1.0, opts.regmean_donor_weight], alpha=opts.regmean_alpha)
 
 
 def _merge_language(method, opts: GraftOptions, name: str, recipient: TextView, base: TextView,

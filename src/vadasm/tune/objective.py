@@ -102,7 +102,8 @@ class GraftBuilder:
         known = {f.name for f in fields(GraftOptions)}
         unknown = sorted((set(names) | set(self.fixed)) - known)
         if unknown:
-            tunable = "beta, density, protect_ratio, map_method, merge_method, projector_variance"
+            tunable = ("beta, density, protect_ratio, map_method, merge_method, projector_variance, "
+                       "regmean_donor_weight, regmean_alpha")
             raise VadasmError(f"graft has no option(s) {unknown}; tunable: {tunable}")
 
     def build(self, params: dict[str, Any], folder: Path, force: bool = False) -> None:
