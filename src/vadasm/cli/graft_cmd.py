@@ -39,8 +39,8 @@ def graft_command(
         help="Class A, regmean: weight of reproducing the donor on its task relative to the recipient on its own "
              "(tune it: vadasm tune --param regmean_donor_weight=...).")] = 1.0,
     protect: Annotated[float | None, typer.Option(
-        help="Class A: fraction of the first layers that keep the recipient's weights [default: 0.2; 0 for "
-             "regmean].")] = None,
+        help="Class A: fraction of the first layers that keep the recipient's weights (default 0.2; 0 for "
+             "regmean).")] = None,
     map_method: Annotated[str, typer.Option(
         "--map", help="Class B/C: embedding map folded into the projector: lstsq, procrustes or omp.")] = "lstsq",
     ridge: Annotated[float, typer.Option(help="Class B/C, lstsq: relative ridge penalty (0 = plain least squares).")]
@@ -80,7 +80,8 @@ def graft_command(
 ) -> None:
     """Graft DONOR's vision onto RECIPIENT, without training. The pair class is decided and printed.
 
-    A (shared base): donor tower and projector kept; LM = recipient + beta x (donor LM - base).
+    A (shared base): donor tower and projector kept; LM = recipient + beta x (donor LM - base), or with
+    --merge-method regmean the linear layers that best reproduce each model on its own task.
 
     B/C (other sizes/tokenizers): projector moved by an anchor-token embedding map, scored vs controls.
 
