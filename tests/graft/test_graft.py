@@ -8,7 +8,7 @@ from PIL import Image
 from safetensors import safe_open
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from pico_models import make_llava_donor, make_png_images, make_text_recipient
+from pico_models import make_llava_donor, make_png_images, make_text_recipient, perturbed_copy
 from vadasm.errors import VadasmError
 from vadasm.graft import GraftOptions, graft
 
@@ -70,14 +70,18 @@ def test_narrower_recipient_cuts_projector_units_and_says_so(tmp_path):
     assert all(m.projector_token_agreement is not None for m in calibrated.maps)
 
 
-def test_class_a_merges_language_delta_with_protected_layers(tmp_path):
+def class_a_models(tmp_path):
+    """(base, recipient, donor): a recipient and a LLaVA donor fine-tuned (perturbed) from one base."""
     base = make_text_recipient(tmp_path / "base", "llama", words=WORDS + ["<image>"], num_hidden_layers=5)
-    from pico_models import perturbed_copy
-
     recipient = perturbed_copy(base, tmp_path / "recipient", seed=3)
     for f in base.glob("tok*"):
         (recipient / f.name).write_bytes(f.read_bytes())
     donor = make_llava_donor(tmp_path / "donor", "llama", words=WORDS, text_folder=base, lm_noise=0.01)
+    return base, recipient, donor
+
+
+def test_class_a_merges_language_delta_with_protected_layers(tmp_path):
+    base, recipient, donor = class_a_models(tmp_path)
     result = graft(donor, recipient, tmp_path / "out", GraftOptions(**FAST, base=str(base), beta=0.5))
     assert result.pair.label == "A" and "layers 0-0 protected" in result.language_model
     assert result.image_token.token == "<image>" and result.image_token.token_id == 95

@@ -4,22 +4,18 @@ import json
 
 import pytest
 import torch
+from test_graft import FAST, class_a_models, generate, tensors
 
-from pico_models import make_llava_donor, make_png_images, make_text_recipient, perturbed_copy
+from pico_models import make_png_images
 from vadasm.errors import VadasmError
 from vadasm.graft import GraftOptions, graft
 from vadasm.graft.grams import calibration_items, layer_relative_name, linear_input_grams
 from vadasm.methods.regmean import regmean
-from test_graft import FAST, WORDS, generate, tensors
 
 
 @pytest.fixture
 def class_a_pair(tmp_path):
-    base = make_text_recipient(tmp_path / "base", "llama", words=WORDS + ["<image>"], num_hidden_layers=5)
-    recipient = perturbed_copy(base, tmp_path / "recipient", seed=3)
-    for f in base.glob("tok*"):
-        (recipient / f.name).write_bytes(f.read_bytes())
-    donor = make_llava_donor(tmp_path / "donor", "llama", words=WORDS, text_folder=base, lm_noise=0.01)
+    base, recipient, donor = class_a_models(tmp_path)
     images = make_png_images(tmp_path / "data" / "images", count=4)
     vision = tmp_path / "data" / "vision.jsonl"
     vision.write_text("".join(json.dumps({"text": f"w{20 + i} w30", "answer": "w40", "image": f"images/img{i}.png"})
