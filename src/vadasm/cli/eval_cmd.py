@@ -67,7 +67,7 @@ def eval_command(
     temperature: Annotated[float, typer.Option(help="Sampling temperature (with --sample).")] = 0.7,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (with --sample).")] = 0.95,
     backend: Annotated[str, typer.Option(
-        help="transformers, vllm (GPU; extra [gpu]) or lm-eval (mmlu/gsm8k through lm-eval).")] = "transformers",
+        help="transformers, vllm (GPU; extra \\[gpu]) or lm-eval (mmlu/gsm8k through lm-eval).")] = "transformers",
     device: Device = "cpu",
     predictions: Annotated[bool, typer.Option(
         "--predictions", help="Keep every model reply in the JSON results.")] = False,

@@ -34,7 +34,7 @@ def parse_pairs(values: list[str] | None, flag: str, number: bool = False) -> di
 @app.command("tune")
 def tune_command(
     param: Annotated[list[str], typer.Option(
-        help="A coefficient to search: NAME=LOW:HIGH[@DEFAULT], NAME=LOW:HIGH:int or NAME=A,B,C[@DEFAULT]. "
+        help="A coefficient to search: NAME=LOW:HIGH\\[@DEFAULT], NAME=LOW:HIGH:int or NAME=A,B,C\\[@DEFAULT]. "
              "Repeatable. Graft names: beta, density, protect_ratio, map_method, merge_method, "
              "regmean_donor_weight, regmean_alpha.")],
     recipient: Annotated[str | None, typer.Option(
@@ -87,6 +87,9 @@ def tune_command(
 
     Example: vadasm tune --donor testbed:llava-smollm2 --recipient testbed:smollm2-arith --base testbed:smollm2
     --param beta=0:1.5@1 --param protect_ratio=0:0.5@0.2 --tasks easyvqa,arith --limit 200 --search tpe --trials 20
+
+    RegMean graft: add --set merge_method=regmean --set donor_data=easyvqa --set recipient_data=arith
+    --param regmean_donor_weight=1,3,10,20,30,50@1 --search grid
     """
     from vadasm.cli.eval_cmd import resolve_model
     from vadasm.eval.benchmarks.data import parse_sources
