@@ -210,7 +210,7 @@ def main() -> None:
 
     command = "python benchmarks/graft_quality.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-        if k in ("limit", "arith_limit", "maps", "only", "tuned") and v is not None
+        if k in ("limit", "arith_limit", "maps", "only", "tuned", "seed", "out") and v is not None
     ) + "".join(f" --{flag}" for flag in ("svd", "protect0", "regmean") if getattr(args, flag))
     markdown = [f"Measured by `{command}` ({time.time() - started:.0f}s, CPU). Accuracies in %, easy-vqa test split.",
                 ""]
