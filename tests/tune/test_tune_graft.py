@@ -41,3 +41,22 @@ def test_graft_tuning_with_the_harness(tmp_path, monkeypatch):
     assert len([t for t in result.trials if t.kind == "search" and not t.cached]) == 1  # 0 and 1 were references
     assert result.gate is not None and "recipient" in result.test
     assert not list(tmp_path.glob("vadasm-trial-*"))  # candidate folders are removed after scoring
+
+
+def test_tune_cli_records_the_fixed_graft_options(tmp_path):
+    """tune_result.json holds the --set / --base options, so the winner can be rebuilt from the file alone."""
+    from typer.testing import CliRunner
+
+    from vadasm.cli import _register_subcommands, app
+
+    base = make_text_lm(tmp_path / "base")
+    donor, _, _ = make_tiny_llava(tmp_path / "donor", finetune(base, tmp_path / "donor-lm", seed=3))
+    recipient = finetune(base, tmp_path / "recipient", seed=7)
+    _register_subcommands()
+    done = CliRunner().invoke(app, [
+        "tune", "--donor", str(donor), "--recipient", str(recipient), "--base", str(base),
+        "--set", "merge_method=ties", "--set", "density=0.5", "--param", "beta=0:1@1", "--grid-points", "2",
+        "--tasks", "arith", "--limit", "2", "--no-test", "--out", str(tmp_path / "run"), "--json", "-q"])
+    assert done.exit_code == 0, done.output
+    saved = json.loads((tmp_path / "run" / "tune_result.json").read_text())
+    assert saved["fixed_options"] == {"merge_method": "ties", "density": 0.5, "base": str(base)}
