@@ -28,6 +28,13 @@ def test_graft_command_json(tmp_path):
     assert payload["graft"]["chosen_map"] == "lstsq"
 
 
+def test_graft_command_takes_testbed_names(tmp_path):
+    _register_subcommands()
+    result = CliRunner().invoke(app, ["graft", "testbed:nope", "testbed:smollm2", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "unknown testbed artefact 'nope'" in str(result.exception)
+    assert not (tmp_path / "out").exists()
+
+
 def test_vmerge_wrapper_and_error_exit(tmp_path):
     donor = make_llava_donor(tmp_path / "donor", words=WORDS)
     recipient = make_text_recipient(tmp_path / "recipient", "llama", words=WORDS[10:] + ["x", "y"], hidden_size=48)

@@ -87,8 +87,12 @@ def graft_command(
 
     Example: vadasm graft ./llava-gemma3 ./smollm2 ./smollm2-sees --eval easyvqa
     """
+    from vadasm.cli.eval_cmd import resolve_model
     from vadasm.graft import GraftOptions, graft, record_scores
 
+    # testbed:NAME names a built testbed artefact, as in `vadasm eval` and `vadasm tune`
+    donor, recipient = str(resolve_model(donor)), str(resolve_model(recipient))
+    base = str(resolve_model(base)) if base else None
     options = GraftOptions(
         base=base, beta=beta, merge_method=merge_method, density=density, protect_ratio=protect,
         donor_data=donor_data, recipient_data=recipient_data, regmean_samples=regmean_samples,
