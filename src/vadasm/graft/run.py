@@ -77,7 +77,7 @@ class GraftOptions:
     regmean_alpha: float = 0.9
     regmean_donor_weight: float = 1.0
     # first fraction of layers keep the recipient's weights; None: 0.2 for the task-vector methods, 0 for
-    # regmean (whose point is to fix those layers: on the testbed protecting them costs ~20 vision points)
+    # regmean (whose point is to fix those layers: on the testbed protecting them cost 20 vision points)
     protect_ratio: float | None = None
     map_method: str = "lstsq"  # class B/C projector map: lstsq, procrustes or omp
     ridge: float = 0.0
