@@ -1,9 +1,11 @@
 """Graft quality on the offline testbed, with every control, in one command.
 
     python benchmarks/graft_quality.py [--limit 200] [--arith-limit 200] [--maps lstsq,procrustes,omp] [--svd]
+        [--regmean] [--tuned TUNE_RESULT.json | --tuned KEY=VALUE,...] [--only A|C] [--seed 0] [--out DIR]
 
 Class A: llava-smollm2 (donor) -> smollm2-arith (recipient), base smollm2 (and, with --svd, the same
-graft with the projector at 95% SVD variance). Class C: llava-gemma3 (donor) -> smollm2, one graft
+graft with the projector at 95% SVD variance; with --regmean the RegMean language merge, with --tuned a
+`vadasm tune` winner). Class C: llava-gemma3 (donor) -> smollm2, one graft
 per map, calibrated on easy-vqa *train* images. Every graft is scored on held-out easy-vqa test
 questions with the image, blind and with shuffled images, beside its donor and the recipient alone;
 class A also on arithmetic beside smollm2 and smollm2-arith; class C also beside a text oracle (the
