@@ -256,9 +256,6 @@ def graft(donor: str | Path, recipient: str | Path, output: str | Path, options:
         result.language_model = "recipient unchanged (no shared base; cross-size deltas are not task vectors)"
     num_layers = recipient_arch.num_layers() or 1
     protected = round(opts.protect_ratio * num_layers)
-    # beta 0 means "no donor language delta" for every method: the recipient's language model as is.
-    regmean_merge = base_view is not None and opts.merge_method == "regmean" and opts.beta != 0
-    grams = _regmean_grams(opts, donor_ck, recipient_ck) if regmean_merge else None
 
     # The image token, in the recipient's tokenizer.
     image_token = None
@@ -293,6 +290,10 @@ def graft(donor: str | Path, recipient: str | Path, output: str | Path, options:
     # Plan every output tensor, then one loop: compute, write.
     out_dtype = parse_dtype(opts.dtype) if opts.dtype else None
     text_layout = None if opts.text_only else _output_layout(vision_arch.model_type)
+    # RegMean's forward passes (minutes) come after every check above has passed. beta 0 means "no donor
+    # language delta" for every method: the recipient's language model as is.
+    regmean_merge = base_view is not None and opts.merge_method == "regmean" and opts.beta != 0
+    grams = _regmean_grams(opts, donor_ck, recipient_ck) if regmean_merge else None
     steps = _text_steps(r_text, base_view, d_text, opts, protected, new_rows, text_layout, out_dtype, grams)
     if not opts.text_only:
         steps += _vision_steps(vision_ck, vision_arch, text_layout, projector, extra, out_dtype)
@@ -428,6 +429,7 @@ def _text_steps(r_text: TextView, base: TextView | None, donor: TextView, opts: 
         shape = r_text.checkpoint.shape(r_text.names[text_name])
         dtype = out_dtype or r_text.checkpoint.dtype(r_text.names[text_name])
         out_name = layout.from_text_name(text_name) if layout else text_name
+        gram_key = layer_relative_name(text_name)
 
         def recipient_tensor(name=text_name):
             return r_text.get(name)
@@ -439,8 +441,8 @@ def _text_steps(r_text: TextView, base: TextView | None, donor: TextView, opts: 
             steps.append(Step(out_name, shape, dtype, "copy_recipient", recipient_tensor))
         elif role.layer is not None and role.layer < protected:
             steps.append(Step(out_name, shape, dtype, "copy_recipient (protected layer)", recipient_tensor))
-        elif grams is not None and all(layer_relative_name(text_name) in g for g in grams):
-            pair_grams = tuple(g[layer_relative_name(text_name)] for g in grams)
+        elif grams is not None and all(gram_key in g for g in grams):
+            pair_grams = tuple(g[gram_key] for g in grams)
             steps.append(Step(out_name, shape, dtype, "merge (regmean)",
                               lambda name=text_name, g=pair_grams: _regmean_language(opts, name, r_text, base,
                                                                                       donor, g)))
