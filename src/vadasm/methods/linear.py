@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from vadasm.methods.registry import MergeMethod, register
+from vadasm.methods.registry import WEIGHT, MergeMethod, Param, register
 
 
 def linear_merge(tensors: Sequence[torch.Tensor], weight: Sequence[float], normalize: bool = True) -> torch.Tensor:
@@ -24,5 +24,6 @@ def _linear(base, tensors, *, weight, normalize, generator=None):
 
 
 register(MergeMethod("linear", _linear, needs_base=False, base_is_input=True,
-                     model_params={"weight": 1.0}, global_params={"normalize": True},
-                     reference="https://arxiv.org/abs/2203.05482", rows_independent=True))
+                     params=(WEIGHT, Param("normalize", True, kind=bool, help="divide by the sum of the weights")),
+                     reference="https://arxiv.org/abs/2203.05482", rows_independent=True,
+                     summary="weighted average of the models (model soups)"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vadasm.methods.registry import MergeMethod, register
+from vadasm.methods.registry import MergeMethod, Param, register
 
 
 def slerp(
@@ -29,5 +29,7 @@ def _slerp(base, tensors, *, t, generator=None):
     return slerp(t, base, tensors[0])
 
 
-register(MergeMethod("slerp", _slerp, needs_base=True, base_is_input=False, global_params={"t": None},
-                     reference="https://en.wikipedia.org/wiki/Slerp", exact_inputs=1))
+register(MergeMethod("slerp", _slerp, needs_base=True, base_is_input=False,
+                     params=(Param("t", None, low=0.0, high=1.0, help="0 gives the base, 1 the other model"),),
+                     reference="https://en.wikipedia.org/wiki/Slerp", exact_inputs=1,
+                     summary="spherical interpolation between the base and one other model"))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from vadasm.methods.registry import MergeMethod, register
+from vadasm.methods.registry import DENSITY, INT8_MASK, LAMBDA, WEIGHT, MergeMethod, Param, register
 from vadasm.methods.sparsify import MagnitudeCut, apply_cut, magnitude_prune, random_prune
 
 
@@ -120,7 +120,8 @@ def dare_merge(
     )
 
 
-def _variant(name: str, pruning: str | None, consensus: str | None, normalize: bool, reference: str) -> None:
+def _variant(name: str, pruning: str | None, consensus: str | None, normalize: bool, reference: str,
+             summary: str) -> None:
     def merge(base, tensors, *, weight, density, normalize, rescale, generator=None, int8_mask=False,
               cuts=None, offset=0, **kw):
         return generalized_task_arithmetic(
@@ -129,14 +130,22 @@ def _variant(name: str, pruning: str | None, consensus: str | None, normalize: b
             cuts=cuts, offset=offset,
         )
 
-    model_params = {"weight": 1.0, "density": 1.0}
-    global_params = {"normalize": normalize, "lambda": 1.0, "rescale": pruning == "random", "int8_mask": False}
-    register(MergeMethod(name, merge, needs_base=True, base_is_input=False, model_params=model_params,
-                         global_params=global_params, reference=reference, rows_independent=True,
-                         magnitude_pruning=pruning == "magnitude"))
+    params = (
+        WEIGHT, DENSITY,
+        Param("normalize", normalize, kind=bool, help="divide by the sum of the weights that contributed"),
+        LAMBDA,
+        Param("rescale", pruning == "random", kind=bool, help="DARE: divide survivors by density"),
+        INT8_MASK,
+    )
+    register(MergeMethod(name, merge, needs_base=True, base_is_input=False, params=params, reference=reference,
+                         rows_independent=True, magnitude_pruning=pruning == "magnitude", summary=summary))
 
 
-_variant("task_arithmetic", None, None, False, "https://arxiv.org/abs/2212.04089")
-_variant("ties", "magnitude", "sum", True, "https://arxiv.org/abs/2306.01708")
-_variant("dare_linear", "random", None, False, "https://arxiv.org/abs/2311.03099")
-_variant("dare_ties", "random", "sum", False, "https://arxiv.org/abs/2311.03099")
+_variant("task_arithmetic", None, None, False, "https://arxiv.org/abs/2212.04089",
+         "base + weighted sum of the models' deltas from the base")
+_variant("ties", "magnitude", "sum", True, "https://arxiv.org/abs/2306.01708",
+         "task arithmetic with magnitude pruning and sign election")
+_variant("dare_linear", "random", None, False, "https://arxiv.org/abs/2311.03099",
+         "task arithmetic with random drop-and-rescale of each delta")
+_variant("dare_ties", "random", "sum", False, "https://arxiv.org/abs/2311.03099",
+         "DARE pruning with TIES' sign election")
