@@ -107,6 +107,7 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
 
     actions = plan_tensors(reference, list(checkpoints.values()), arch, recipe.exclude_norms)
     alignments = align_checkpoints(reference, inputs, arch, options.align) if options.align else {}
+    _check_tokenizer_rows(recipe, checkpoints, arch, actions)
     plan = [PlannedTensor(a.name, a.shape, out_dtype or reference.dtype(a.name)) for a in actions]
     num_layers = arch.num_layers() or 1
     merged = 0
@@ -315,6 +316,22 @@ def _common_architecture(reference: Checkpoint, models: list[Checkpoint]) -> Arc
                 "(use `vadasm graft` across families)"
             )
     return arch
+
+
+def _check_tokenizer_rows(recipe: MergeConfig, checkpoints: dict[str, Checkpoint], arch: Architecture,
+                         actions: list[TensorAction]) -> None:
+    """A tokenizer copied from a model whose embeddings have other rows than the output's would
+    index past the merged embeddings: refuse before anything is written."""
+    if recipe.tokenizer_source in (None, "base"):
+        return
+    source = checkpoints[recipe.tokenizer_source]
+    for action in actions:
+        if arch.role(action.name).role == "embed" and action.name in source and action.shape:
+            rows = source.shape(action.name)[0]
+            if rows != action.shape[0]:
+                raise VadasmError(
+                    f"{source.path}: tokenizer_source has {rows} embedding rows but the merged model has "
+                    f"{action.shape[0]}; its tokenizer would index past the merged embeddings")
 
 
 def _write_sidecars(out: Path, recipe: MergeConfig, checkpoints: dict[str, Checkpoint],
