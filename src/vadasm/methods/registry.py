@@ -39,6 +39,7 @@ class Param:
     high_open: bool = False
     choices: tuple[str, ...] | None = None
     help: str = ""
+    ignored: bool = False  # accepted for mergekit recipes but unused by this method: a run notes it when set
 
     def check(self, value: Any) -> Any:
         """The value converted to this parameter's type; ValueError naming the rule it breaks."""
@@ -103,6 +104,7 @@ class MergeMethod:
     rows_independent: bool = False
     magnitude_pruning: bool = False
     needs_data: bool = False  # calibration data (activations) needed, e.g. RegMean
+    base_joins_inputs: bool = False  # a base_model missing from `models:` is merged as one more input (mergekit)
     summary: str = ""  # one line for --help
 
     @property
