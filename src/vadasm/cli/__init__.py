@@ -5,7 +5,10 @@ Subcommands live one group per module in this package and register themselves on
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 
 import typer
 
@@ -18,6 +21,20 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from vadasm import __version__
+
+        typer.echo(f"vadasm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit.")) -> None:
+    """Training-free model merging: merge, graft vision, blend in SVD space, and measure it honestly."""
 
 
 def _register_subcommands() -> None:
@@ -38,11 +55,40 @@ def _register_subcommands() -> None:
     )
 
 
+class Terminated(BaseException):
+    """SIGTERM/SIGHUP as an exception, so `finally` blocks run and the temp output folder is removed.
+
+    A BaseException: no `except Exception` on the way up can swallow it."""
+
+
+def _terminate(signum: int, frame) -> None:
+    for sig in TERMINATING_SIGNALS:  # a second signal must not interrupt the cleanup
+        signal.signal(sig, signal.SIG_IGN)
+    raise Terminated(signal.Signals(signum).name)
+
+
+TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors and OS errors (full disk, read-only folder ...) become one
+    line on stderr and exit code 2; SIGTERM cleans up like Ctrl-C and exits 143."""
     _register_subcommands()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _terminate) for sig in TERMINATING_SIGNALS} if in_main_thread else {}
     try:
         app()  # click handles --help and usage errors itself (exit 2 with usage text)
     except VadasmError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:
+        where = f"{os.fsdecode(err.filename)}: " if err.filename else ""
+        reason = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
+        print(f"error: {where}{reason}", file=sys.stderr)
+        sys.exit(2)
+    except Terminated as signal_name:
+        print(f"error: stopped by {signal_name}", file=sys.stderr)
+        sys.exit(128 + signal.Signals[str(signal_name)].value)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

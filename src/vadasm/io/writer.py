@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +106,8 @@ class ShardedWriter:
         if self._rows_done == 0 and self._left_in_shard == 0:
             self._open_next_shard()
         data = tensor.detach().to("cpu", planned.dtype).contiguous()
-        self._file.write(data.reshape(-1).view(torch.uint8).numpy())  # the tensor's own buffer, no copy
+        with _naming(self.folder / self.shard_names[self._shard]):
+            self._file.write(data.reshape(-1).view(torch.uint8).numpy())  # the tensor's own buffer, no copy
         self._rows_done += rows
         if self._rows_done == (planned.shape[0] if planned.shape else 1):
             self._next += 1
@@ -115,20 +118,37 @@ class ShardedWriter:
         if self._next != len(self.plan):
             raise RuntimeError(f"writer closed after {self._next} of {len(self.plan)} tensors")
         if self._file is not None:
-            self._file.close()
+            with _naming(self.folder / self.shard_names[self._shard]):
+                self._file.close()  # flushes: a full disk can show here
         if len(self.shards) > 1:
             weight_map = {t.name: self.shard_names[i] for i, shard in enumerate(self.shards) for t in shard}
             index = {"metadata": {"total_size": sum(t.nbytes for t in self.plan)}, "weight_map": weight_map}
-            (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+            index_file = self.folder / "model.safetensors.index.json"
+            with _naming(index_file):
+                index_file.write_text(json.dumps(index, indent=2) + "\n")
 
     def _open_next_shard(self) -> None:
         if self._file is not None:
-            self._file.close()
+            with _naming(self.folder / self.shard_names[self._shard]):
+                self._file.close()
         self._shard += 1
         shard = self.shards[self._shard]
-        self._file = open(self.folder / self.shard_names[self._shard], "wb")  # noqa: SIM115 (spans write calls)
-        self._file.write(_header(shard))
+        with _naming(self.folder / self.shard_names[self._shard]):
+            self._file = open(self.folder / self.shard_names[self._shard], "wb")  # noqa: SIM115 (spans write calls)
+            self._file.write(_header(shard))
         self._left_in_shard = len(shard)
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OS error while writing (full disk, file-size limit) names the file it hit, so the CLI's
+    one line says where; writes on an open file raise it without a name."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename:
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
 
 
 def _split(plan: list[PlannedTensor], max_shard_bytes: int) -> list[list[PlannedTensor]]:
