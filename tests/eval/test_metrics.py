@@ -35,7 +35,12 @@ def test_single_reference_is_exact_match_after_normalisation():
 )
 def test_ten_annotator_accuracy(agreeing, expected):
     refs = ["yes"] * agreeing + ["no"] * (10 - agreeing)
-    assert vqa_accuracy("Yes", refs) == pytest.approx(expected)
+    assert vqa_accuracy("yes", refs) == pytest.approx(expected)
+
+
+def test_unanimous_annotators_compare_the_raw_prediction_as_the_official_code_does():
+    assert vqa_accuracy("Yes", ["yes"] * 10) == 0.0
+    assert vqa_accuracy(normalize_vqa_answer("Yes"), ["yes"] * 10) == 1.0
 
 
 def test_vqa_accuracy_needs_references():

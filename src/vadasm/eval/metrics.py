@@ -1,65 +1,29 @@
 """Metric functions: pure, no I/O, checked against hand-computed cases in the tests.
 
-`normalize_vqa_answer` follows the official VQA evaluation script (punctuation, articles, number
-words, contractions); `vqa_accuracy` is its min(#matches/3, 1) averaged over the 10 leave-one-out
-subsets of the annotators, which reduces to exact match when there is a single reference.
+The VQA metric is the official VQAv2 evaluation's (see `vadasm.eval.vqa_official`, which follows
+the VQA API's vqaEval.py exactly); `vqa_accuracy` adds only the one-reference case, where the
+official leave-one-out formula is undefined in spirit (it always gives 0).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from fractions import Fraction
 
-_CONTRACTIONS = {
-    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
-    "didnt": "didn't", "doesnt": "doesn't", "dont": "don't", "hadnt": "hadn't", "hasnt": "hasn't",
-    "havent": "haven't", "hes": "he's", "id": "i'd", "im": "i'm", "isnt": "isn't", "itd": "it'd",
-    "itll": "it'll", "ive": "i've", "shouldnt": "shouldn't", "thats": "that's", "theres": "there's",
-    "theyre": "they're", "theyve": "they've", "wasnt": "wasn't", "werent": "weren't", "whats": "what's",
-    "wont": "won't", "wouldnt": "wouldn't", "youre": "you're", "youve": "you've",
-}
-_NUMBER_WORDS = {
-    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-    "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
-}
-_ARTICLES = {"a", "an", "the"}
-_PUNCTUATION = ";/[]\"{}()=+\\_-><@`,?!*#%^&$~'|:"
-_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
-_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+from vadasm.eval.vqa_official import normalize_answer, official_accuracy
 
-
-def normalize_vqa_answer(answer: str) -> str:
-    """Canonical form of a VQA answer, as the official VQA evaluation computes it."""
-    text = answer.replace("\n", " ").replace("\t", " ").strip().lower()
-    out = text
-    for p in _PUNCTUATION:
-        if (p + " " in text or " " + p in text) or re.search(_COMMA_STRIP, text) is not None:
-            out = out.replace(p, "")
-        else:
-            out = out.replace(p, " ")
-    out = _PERIOD_STRIP.sub("", out)
-    words = []
-    for word in out.split():
-        word = _NUMBER_WORDS.get(word, word)
-        if word not in _ARTICLES:
-            words.append(_CONTRACTIONS.get(word, word))
-    return " ".join(words)
+normalize_vqa_answer = normalize_answer
 
 
 def vqa_accuracy(prediction: str, references: Sequence[str]) -> float:
-    """VQA accuracy of one prediction against its annotators' answers (1.0 = fully right)."""
-    if not references:
-        raise ValueError("vqa_accuracy needs at least one reference answer")
-    pred = normalize_vqa_answer(prediction)
-    refs = [normalize_vqa_answer(r) for r in references]
-    if len(refs) == 1:
-        return float(pred == refs[0])
-    scores = []
-    for left_out in range(len(refs)):
-        matches = sum(1 for j, ref in enumerate(refs) if j != left_out and ref == pred)
-        scores.append(min(Fraction(matches, 3), Fraction(1)))
-    return float(sum(scores) / len(scores))
+    """VQA accuracy of one prediction against its annotators' answers (1.0 = fully right).
+
+    Two or more references: the official accuracy (min(1, matches among the others / 3), averaged
+    over leaving each annotator out). One reference: exact match after the official normalisation.
+    """
+    if len(references) == 1:
+        return float(normalize_answer(prediction) == normalize_answer(references[0]))
+    return official_accuracy(prediction, references)
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")

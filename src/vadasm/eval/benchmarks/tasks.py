@@ -14,7 +14,7 @@ from pathlib import Path
 
 from vadasm.eval.benchmarks.data import Row, image_file
 from vadasm.eval.benchmarks.math_answers import last_boxed, math_equal, reference_text
-from vadasm.eval.metrics import extract_number, numeric_match, vqa_accuracy
+from vadasm.eval.metrics import extract_number, normalize_vqa_answer, numeric_match, vqa_accuracy
 from vadasm.eval.tasks import Item, first_line
 
 VQA_PROMPT = "{question}\nAnswer the question using a single word or phrase."
@@ -51,7 +51,7 @@ def _row_id(row: Row, *names: str) -> str:
 
 @dataclass(frozen=True)
 class VqaBenchmark:
-    """VQAv2 / OK-VQA: VQA accuracy of the reply's first line against the human answers."""
+    """VQAv2 / OK-VQA: official VQA accuracy of the reply's first line against the human answers."""
 
     name: str
     vision: bool = True
@@ -77,7 +77,9 @@ class VqaBenchmark:
                     tuple(answers), group)
 
     def score(self, reply: str, item: Item) -> float:
-        return vqa_accuracy(first_line(reply), item.references)
+        # The reply is normalised first, as LLaVA and lmms-eval do before the official evaluation
+        # (which leaves the prediction raw when all annotators agree: "Yes" would score 0).
+        return vqa_accuracy(normalize_vqa_answer(first_line(reply)), item.references)
 
 
 @dataclass(frozen=True)
