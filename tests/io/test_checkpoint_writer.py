@@ -65,6 +65,7 @@ def test_atomic_output_dir_refuses_existing_without_force(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep").write_text("old")
+    (out / "vadasm_config.json").write_text("{}")  # an earlier vadasm output: --force may replace it
     with pytest.raises(VadasmError, match="already exists; pass --force"), atomic_output_dir(out):
         pass
     assert (out / "keep").read_text() == "old"
