@@ -67,7 +67,11 @@ def is_hub_id(source: str) -> bool:
 
 
 def load_rows(source: str, split: str = "test") -> list[Row]:
-    """All rows of a local data file, or of a Hub dataset split (`owner/name[:config]`)."""
+    """All rows of a local data file, official VQA files (`Q.json,A.json,IMAGES/`) or a Hub split."""
+    from vadasm.eval.benchmarks.vqa_files import is_official_spec, official_vqa_rows
+
+    if is_official_spec(source):
+        return official_vqa_rows(source)
     path = Path(source).expanduser()
     if path.is_file():
         return list(_file_rows(path))
