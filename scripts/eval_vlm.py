@@ -6,7 +6,7 @@
 
 --tasks takes space-separated names (the seed's style); public benchmarks need --data TASK=SOURCE
 (a local .jsonl/.json/.parquet file, or a Hub dataset id when online). Every other `vadasm eval`
-option follows and is passed through (e.g. --split, --compare, --backend vllm, --json out.json).
+option follows and is passed through (e.g. --split, --compare, --backend vllm, --json-out out.json).
 """
 
 from __future__ import annotations

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from vadasm.cli import app
-from vadasm.cli.common import Device, Quiet
+from vadasm.cli.common import AsJson, Device, Quiet
 from vadasm.errors import VadasmError
 
 
@@ -52,6 +53,12 @@ def eval_command(
         help="Also evaluate every model folder under this one (e.g. a blend sweep's alpha_* folders).")] = None,
     gpus: Annotated[str | None, typer.Option(
         help="Spread the models over these GPUs, one process each: '0,1,2' or 'all' (uses cuda).")] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Spread the models over a Ray cluster, one task each (one GPU each with --device cuda): "
+                      "HEAD:6379, 'auto' (the cluster `ray start` began here) or 'local' (a private Ray).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="With --ray: at most this many models at once (default: every slot of the cluster; "
+             "--ray local: a local Ray with this many CPUs).")] = None,
     plot: Annotated[Path | None, typer.Option(
         help="Save a plot of each model's headline score per task (a curve over alpha for alpha_* folders).")]
         = None,
@@ -71,8 +78,9 @@ def eval_command(
     device: Device = "cpu",
     predictions: Annotated[bool, typer.Option(
         "--predictions", help="Keep every model reply in the JSON results.")] = False,
-    json_out: Annotated[str | None, typer.Option(
-        "--json", help="Write the results as JSON to this file ('-' for stdout, then no table).")] = None,
+    as_json: AsJson = False,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json-out", help="Also write the results as JSON to this file.")] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the table as Markdown.")] = False,
     quiet: Quiet = False,
 ) -> None:
@@ -88,60 +96,84 @@ def eval_command(
     from vadasm.eval.benchmarks.data import parse_sources
     from vadasm.eval.benchmarks.multi import evaluate_all, model_folders, plot_report
     from vadasm.eval.report import format_table
+    from vadasm.scale import RayPool
 
+    if ray and gpus:
+        raise VadasmError("--ray places each model on a GPU of the cluster itself; drop --gpus (use --device cuda)")
+    if workers is not None and not ray:
+        raise VadasmError("--workers is for --ray (local GPUs: --gpus)")
     refs = list(model or []) + list(compare or [])
     if models_from is not None:
         refs += [str(p) for p in model_folders(models_from)]
     if not refs:
         raise VadasmError("no model to evaluate: give --model (and/or --compare, --models-from)")
-    paths = [resolve_model(ref) for ref in refs]
+    paths = [resolve_model(ref).absolute() for ref in refs]  # absolute: Ray workers may run elsewhere
     names = _unique_names(refs, paths)
     decoding = Decoding(
         do_sample=sample, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size
     )
     gpu_list = _gpu_list(gpus)
-    report = evaluate_all(
-        list(zip(names, paths)),
-        [t.strip() for t in tasks.split(",") if t.strip()],
-        split=split,
-        limit=limit,
-        seed=seed,
-        controls=controls,
-        decoding=decoding,
-        data=parse_sources(data),
-        samples=samples,
-        max_new_tokens=max_new_tokens,
-        backend=backend,
-        device="cuda" if gpu_list else device,
-        gpus=gpu_list,
-        keep_predictions=predictions,
-        progress=not quiet,
-    )
+    pool = RayPool(ray, gpus_per_task=1 if device.startswith("cuda") else 0, workers=workers) if ray else None
+    try:
+        report = evaluate_all(
+            list(zip(names, paths)),
+            [t.strip() for t in tasks.split(",") if t.strip()],
+            split=split,
+            limit=limit,
+            seed=seed,
+            controls=controls,
+            decoding=decoding,
+            data=absolute_sources(parse_sources(data)),
+            samples=samples,
+            max_new_tokens=max_new_tokens,
+            backend=backend,
+            device="cuda" if gpu_list else device,
+            gpus=gpu_list,
+            keep_predictions=predictions,
+            progress=not quiet and not as_json,
+            pool=pool,
+        )
+    finally:
+        if pool is not None:
+            pool.close()
     if plot is not None:
         plot_report(report, plot)
     payload = report.to_dict() | {"model_paths": {n: str(p) for n, p in zip(names, paths)}}
-    if json_out == "-":
-        typer.echo(json.dumps(payload, indent=2))
-        return
+    if pool is not None:  # where and when each model ran: shows the tasks overlapping
+        payload["ray"] = {"address": ray, "slots": pool.slots, "tasks": [asdict(r) for r in pool.records]}
     if json_out:
-        Path(json_out).write_text(json.dumps(payload, indent=2) + "\n")
-    if not quiet:
+        json_out.write_text(json.dumps(payload, indent=2) + "\n")
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+    elif not quiet:
         typer.echo(format_table(report, markdown=markdown))
 
 
+def absolute_sources(sources: dict[str, str]) -> dict[str, str]:
+    """Benchmark data files as absolute paths (Ray workers run in another directory); Hub ids unchanged."""
+    return {task: str(Path(source).absolute()) if Path(source).exists() else source
+            for task, source in sources.items()}
+
+
 def _gpu_list(gpus: str | None) -> list[str] | None:
+    """GPU indices for --gpus, checked against the GPUs this torch can see (CPU-only torch: one line)."""
     if gpus is None:
         return None
-    if gpus == "all":
-        import torch
-
-        count = torch.cuda.device_count()
-        if count == 0:
-            raise VadasmError("--gpus all: no CUDA GPU is visible")
-        return [str(k) for k in range(count)]
     found = [g.strip() for g in gpus.split(",") if g.strip()]
-    if not found or not all(g.isdigit() for g in found):
+    if gpus != "all" and (not found or not all(g.isdigit() for g in found)):
         raise VadasmError(f"--gpus {gpus!r}: give GPU indices like 0,1 or 'all'")
+    import torch
+
+    if not torch.cuda.is_available():
+        build = f"torch {torch.__version__} built without CUDA" if torch.version.cuda is None else \
+            f"torch {torch.__version__} sees no CUDA GPU"
+        raise VadasmError(f"--gpus {gpus}: {build}; evaluate on CPU without --gpus, or install a CUDA torch")
+    count = torch.cuda.device_count()
+    if gpus == "all":
+        return [str(k) for k in range(count)]
+    missing = [g for g in found if int(g) >= count]
+    if missing:
+        raise VadasmError(f"--gpus {gpus}: no GPU {', '.join(missing)} (this machine has {count})")
     return found
 
 

@@ -59,9 +59,12 @@ def tune_command(
     generations: Annotated[int, typer.Option(help="DEAP generations (seed: 15).")] = 15,
     limit: Annotated[int | None, typer.Option(help="Validation/test items per task.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the optimizer, item sampling and DARE masks.")] = 0,
-    workers: Annotated[int, typer.Option(help="Candidates evaluated in parallel processes.")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        help="Candidates evaluated at once: parallel processes (default 1); with --ray, at most this many Ray "
+             "tasks (default: every slot of the cluster; --ray local: a local Ray with this many CPUs).")] = None,
     ray: Annotated[str | None, typer.Option(
-        "--ray", help="Evaluate candidates as Ray tasks on this cluster address ('auto' for a local one).")] = None,
+        "--ray", help="Evaluate candidates as Ray tasks: a cluster address (HEAD:6379), 'auto' (the cluster "
+                      "started with `ray start` on this machine) or 'local' (a private Ray for this run).")] = None,
     out: Annotated[Path, typer.Option(
         help="Run folder: trials.jsonl (resumable), tune_result.json, tune_search.png.")] = Path("vadasm-tune"),
     output: Annotated[Path | None, typer.Option(
@@ -91,9 +94,10 @@ def tune_command(
     RegMean graft: add --set merge_method=regmean --set donor_data=easyvqa --set recipient_data=arith
     --param regmean_donor_weight=1,3,10,20,30,50@1 --search grid
     """
-    from vadasm.cli.eval_cmd import resolve_model
+    from vadasm.cli.eval_cmd import absolute_sources, resolve_model
     from vadasm.eval.benchmarks.data import parse_sources
     from vadasm.io import check_output_free
+    from vadasm.scale import RayPool
     from vadasm.tune import GraftBuilder, HarnessObjective, MergeBuilder, make_optimizer, space_from_specs, tune
     from vadasm.tune.plot import plot_search
 
@@ -111,28 +115,41 @@ def tune_command(
     if output is not None:
         check_output_free(output, force)
     if recipe is not None:
-        template = read_recipe_yaml(recipe)  # placeholders stay strings until each trial fills them in
+        # placeholders stay strings until each trial fills them in; paths absolute for workers elsewhere
+        template = absolute_model_paths(read_recipe_yaml(recipe))
         ref = recipient or template.get("base_model")
         if not ref:
             raise VadasmError(f"{recipe}: no base_model; say which model is unchanged with --recipient")
-        builder = MergeBuilder(template, str(resolve_model(ref)))
+        builder = MergeBuilder(template, str(resolve_model(ref).absolute()))
+        source = template.get("tokenizer_source") or "base"  # the merged candidates' tokenizer comes from here
+        source = template.get("base_model") if source == "base" else source
+        if source and source != builder.recipient:
+            require_tokenizer(resolve_model(source), "merge's tokenizer source")
     else:
         if recipient is None:
             raise VadasmError("graft mode needs --recipient")
-        fixed = parse_pairs(set_, "--set") | ({"base": str(resolve_model(base))} if base else {})
-        builder = GraftBuilder(str(resolve_model(donor)), str(resolve_model(recipient)), fixed)
+        fixed = parse_pairs(set_, "--set") | ({"base": str(resolve_model(base).absolute())} if base else {})
+        builder = GraftBuilder(str(resolve_model(donor).absolute()), str(resolve_model(recipient).absolute()), fixed)
     builder.check(space.names)
+    require_tokenizer(Path(builder.recipient), "recipient")
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     weights = {t: 1.0 for t in task_list} | parse_pairs(weight, "--weight", number=True)
     if set(weights) != set(task_list):
         raise VadasmError(f"--weight names {sorted(set(weights) - set(task_list))} are not in --tasks")
-    objective = HarnessObjective(builder, weights, limit, seed, parse_sources(data), device, batch_size,
-                                 workdir=None)
+    objective = HarnessObjective(builder, weights, limit, seed, absolute_sources(parse_sources(data)), device,
+                                 batch_size, workdir=None)
     budget = trials if trials is not None else (30 if search in ("cma", "tpe") else None)
-    optimizer = make_optimizer(search, space, seed, grid_points, population, generations, batch=max(workers, 1))
-    out.mkdir(parents=True, exist_ok=True)
-    result = tune(objective, space, optimizer, budget, out / "trials.jsonl", workers, ray,
-                  builder.zero_params(), seed, test, progress=not quiet, threads=threads)
+    pool = RayPool(ray, gpus_per_task=1 if device.startswith("cuda") else 0, workers=workers) if ray else None
+    try:
+        # candidates asked per round: every Ray slot, else one per worker process
+        batch = pool.slots if pool is not None else max(workers or 1, 1)
+        optimizer = make_optimizer(search, space, seed, grid_points, population, generations, batch=batch)
+        out.mkdir(parents=True, exist_ok=True)
+        result = tune(objective, space, optimizer, budget, out / "trials.jsonl", workers or 1, None,
+                      builder.zero_params(), seed, test, progress=not quiet, threads=threads, pool=pool)
+    finally:
+        if pool is not None:
+            pool.close()
     # graft mode also records the fixed options (--set, --base), so the winner can be rebuilt from the file
     fixed_options = {"fixed_options": builder.fixed} if isinstance(builder, GraftBuilder) else {}
     (out / "tune_result.json").write_text(json.dumps(result.to_dict() | fixed_options, indent=2, default=str) + "\n")
@@ -148,6 +165,36 @@ def tune_command(
     emit(result.to_dict() | {"plot": str(plot)}, as_json, lines, quiet)
     if result.gate and not result.gate.passed and not quiet and not as_json:
         typer.echo("warning: the winner fails the validation gate (see above)", err=True)
+
+
+def absolute_model_paths(template):
+    """The recipe with every model path that exists here made absolute (Ray workers run elsewhere).
+
+    Paths in a recipe are relative to the working directory, as in mergekit; Hub ids and
+    `${name}` placeholders are left as they are.
+    """
+    if isinstance(template, list):
+        return [absolute_model_paths(v) for v in template]
+    if not isinstance(template, dict):
+        return template
+    out = {}
+    for key, value in template.items():
+        if key in ("model", "base_model", "tokenizer_source") and isinstance(value, str) and Path(value).exists():
+            value = str(Path(value).absolute())
+        out[key] = absolute_model_paths(value)
+    return out
+
+
+def require_tokenizer(folder: Path, role: str) -> None:
+    """Candidates are scored on generated text: a model without a tokenizer is one line, before any work."""
+    from transformers import AutoTokenizer
+
+    try:
+        AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise VadasmError(f"{folder}: the {role} has no usable tokenizer ({reason[:200]}); tuning scores "
+                          "generated text, so the folder needs its tokenizer files") from None
 
 
 def evaluation_seconds(result) -> float:

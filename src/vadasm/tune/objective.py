@@ -30,6 +30,8 @@ class Evaluation:
     objective: float
     scores: dict[str, float]
     seconds: float = 0.0
+    started: float | None = None  # wall clock (time.time()), filled in by the tuning loop
+    finished: float | None = None
 
 
 class Builder(Protocol):

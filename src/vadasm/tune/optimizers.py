@@ -33,6 +33,7 @@ class GridSearch:
     def __init__(self, space: SearchSpace, points: int = 5, batch: int = 8):
         self._pending = space.grid(points)
         self._batch = batch
+        self.total = len(self._pending)  # for the progress bar
 
     def ask(self) -> list[Params]:
         batch, self._pending = self._pending[: self._batch], self._pending[self._batch :]
@@ -117,6 +118,7 @@ class DeapSearch:
         self._space = space
         self._rng = random.Random(seed)
         self._generations_left = generations
+        self.total = population * generations  # for the progress bar
         self._cx, self._mut = crossover, mutation
         dims = len(space.params)
         first = [space.encode(space.defaults())]

@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from vadasm.errors import VadasmError
+from vadasm.scale import RayPool
 from vadasm.tune.gate import GateResult, validation_gate
 from vadasm.tune.objective import Evaluation
 from vadasm.tune.optimizers import Optimizer
@@ -45,6 +46,8 @@ class Trial:
     scores: dict[str, float]
     seconds: float
     cached: bool = False
+    started: float | None = None  # wall clock (time.time()) where the evaluation ran; None in older logs
+    finished: float | None = None
 
 
 @dataclass
@@ -111,44 +114,53 @@ def read_log(path: Path) -> dict[str, Trial]:
 
 
 def _evaluate(objective: Objective, params, split: str, controls: bool, threads: int) -> Evaluation:
+    """One candidate wherever it runs, with the wall-clock start and end (to show tasks overlapping)."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    return objective(params, split, controls)
+    started = time.time()
+    evaluation = objective(params, split, controls)
+    return replace(evaluation, started=started, finished=time.time())
+
+
+def candidate_label(params: dict[str, Any] | None, split: str) -> str:
+    """How a failed Ray task names its candidate."""
+    return f"tune candidate {'recipient (change nothing)' if params is None else json.dumps(params)} on {split}"
 
 
 class Evaluator:
-    """Evaluates batches inline, in worker processes, or as Ray tasks, returning results in order."""
+    """Evaluates batches inline, in worker processes, or as Ray tasks, returning results in order.
+
+    With Ray, a batch is spread over the pool's slots and gathered as the tasks finish; the pool
+    comes either ready made (the CLI sizes the optimizer's batches by its slots) or from an address.
+    """
 
     def __init__(self, objective: Objective, workers: int = 1, ray_address: str | None = None,
-                 threads: int | None = None):
-        self.objective, self.workers, self._pool, self._ray = objective, workers, None, None
+                 threads: int | None = None, pool: RayPool | None = None):
+        self.objective, self.workers, self._pool, self._ray = objective, workers, None, pool
+        self._owns_ray = pool is None and ray_address is not None
         # Worker processes share the cores; without a choice each takes its share.
         self.threads = threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0)
-        if ray_address:
-            try:
-                import ray
-            except ImportError:
-                raise VadasmError("--ray needs the 'ray' package: pip install 'ray[default]'") from None
-            ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
-            self._ray = ray
-            self._remote = ray.remote(_evaluate)
-        elif workers > 1:
+        if self._owns_ray:
+            self._ray = RayPool(ray_address, workers=workers if workers > 1 else None)
+        elif pool is None and workers > 1:
             self._pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
 
     def run(self, jobs: list[tuple[Any, str, bool]]) -> list[Evaluation]:
-        if self._ray is not None:
-            refs = [self._remote.remote(self.objective, p, s, c, 0) for p, s, c in jobs]
-            return list(self._ray.get(refs))
+        if self._ray is not None:  # Ray gives each task its CPUs (OMP_NUM_THREADS); --threads still wins
+            return self._ray.map(_evaluate, [(candidate_label(p, s), (self.objective, p, s, c, self.threads))
+                                             for p, s, c in jobs])
         if self._pool is not None:
             futures = [self._pool.submit(_evaluate, self.objective, p, s, c, self.threads) for p, s, c in jobs]
             return [f.result() for f in futures]
-        return [self.objective(p, s, c) for p, s, c in jobs]
+        return [_evaluate(self.objective, p, s, c, 0) for p, s, c in jobs]
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
+        if self._owns_ray:
+            self._ray.close()
 
 
 class _Log:
@@ -164,7 +176,7 @@ class _Log:
             cached: Trial | None = None) -> Trial:
         source = cached or evaluation
         trial = Trial(len(self.trials), kind, params, split, controls, source.objective, dict(source.scores),
-                      source.seconds, cached=cached is not None)
+                      source.seconds, cached=cached is not None, started=source.started, finished=source.finished)
         self.trials.append(trial)
         if cached is None:
             self.known[key_of(params, split, controls)] = trial
@@ -194,11 +206,15 @@ def tune(objective: Objective, space: SearchSpace, optimizer: Optimizer, budget:
          log_path: Path | None = None, workers: int = 1, ray_address: str | None = None,
          zero_params: dict[str, Any] | None = None, seed: int = 0, test: bool = True,
          progress: bool = True, higher_is_better: dict[str, bool] | None = None,
-         threads: int | None = None) -> TuneResult:
-    """Search on validation, always against the references, then re-score the winner on test."""
+         threads: int | None = None, pool: RayPool | None = None) -> TuneResult:
+    """Search on validation, always against the references, then re-score the winner on test.
+
+    Candidates run inline, in `workers` processes, or as Ray tasks: on `pool` (left open for its
+    owner to close) or on a pool made for `ray_address`.
+    """
     started = time.perf_counter()
     log = _Log(log_path, read_log(log_path) if log_path else {})
-    evaluator = Evaluator(objective, workers, ray_address, threads)
+    evaluator = Evaluator(objective, workers, ray_address, threads, pool)
     result = TuneResult(optimizer.name, [asdict(p) for p in space.params], seed)
     try:
         references = [("recipient", None), ("default", space.defaults())]
@@ -207,7 +223,8 @@ def tune(objective: Objective, space: SearchSpace, optimizer: Optimizer, budget:
         for kind, params in references:  # with controls: the gate needs the blind runs
             _evaluate_batch(log, evaluator, kind, [params], "val", True)
         searched = 0
-        with tqdm(total=budget, desc=f"tune ({optimizer.name})", unit="trial", disable=not progress) as bar:
+        total = budget if budget is not None else getattr(optimizer, "total", None)
+        with tqdm(total=total, desc=f"tune ({optimizer.name})", unit=" trials", disable=not progress) as bar:
             while budget is None or searched < budget:
                 batch = optimizer.ask()
                 if not batch:

@@ -27,7 +27,7 @@ def test_one_command_scores_a_sweep_on_harness_tasks_and_benchmarks(tmp_path):
     done = CliRunner().invoke(app, [
         "eval", "--models-from", str(sweep), "--tasks", "arith,gsm8k,mmlu", "--limit", "1",
         "--data", f"gsm8k={FIXTURES / 'gsm8k.jsonl'}", "--data", f"mmlu={FIXTURES / 'mmlu.parquet'}",
-        "--max-new-tokens", "4", "--json", "-", "--plot", str(tmp_path / "sweep.png"), "-q"])
+        "--max-new-tokens", "4", "--json", "--plot", str(tmp_path / "sweep.png"), "-q"])
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
     assert report["models"] == ["alpha_0.2", "alpha_10.0"]
@@ -83,7 +83,7 @@ def test_seed_eval_script_takes_space_separated_tasks(tmp_path):
     with pytest.raises(SystemExit) as done:  # the CLI exits like the `vadasm` command does
         script["main"](["--model", str(lm), "--tasks", "gsm8k", "aime25", "--limit", "1", "--max-new-tokens", "2",
                         "--data", f"gsm8k={FIXTURES / 'gsm8k.jsonl'}", "--data", f"aime25={FIXTURES / 'aime25.jsonl'}",
-                        "--json", str(out), "-q"])
+                        "--json-out", str(out), "-q"])
     assert done.value.code == 0
     report = json.loads(out.read_text())
     assert report["tasks"] == ["gsm8k", "aime25"] and report["limit"] == 1

@@ -1,9 +1,10 @@
-"""Many models, many tasks, one table: harness tasks and benchmarks together, over several GPUs.
+"""Many models, many tasks, one table: harness tasks and benchmarks together, over GPUs or a Ray cluster.
 
 `evaluate_all` splits the task list between the harness (easyvqa, arith, perplexity) and the
 benchmarks, runs both on identical items and returns one `EvalReport`. With several GPUs the
 models are dealt round-robin to one worker process per GPU (`CUDA_VISIBLE_DEVICES` set before CUDA
-starts); items depend only on the seed, so the merged table is the one a single process would give.
+starts); with a Ray pool each model is one Ray task (see `vadasm.scale`). Items depend only on the
+seed, so the merged table is the one a single process would give.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from vadasm.eval.backends import Decoding, load_backend
 from vadasm.eval.benchmarks.runner import run_benchmarks
 from vadasm.eval.benchmarks.tasks import BENCHMARKS
 from vadasm.eval.harness import EvalReport, Score, evaluate
+from vadasm.scale import RayPool
 
 
 def model_folders(root: str | Path, pattern: str = "*") -> list[Path]:
@@ -45,11 +47,19 @@ def evaluate_all(models: Sequence[tuple[str, Path]], tasks: Sequence[str], split
                  limit: int | None = None, seed: int = 0, controls: bool = True, decoding: Decoding | None = None,
                  data: dict[str, str] | None = None, samples: int = 1, max_new_tokens: int | None = None,
                  backend: str = "transformers", device: str = "cpu", gpus: Sequence[str] | None = None,
-                 keep_predictions: bool = False, progress: bool = True) -> EvalReport:
-    """One report for all models on all tasks (harness tasks and public benchmarks)."""
+                 keep_predictions: bool = False, progress: bool = True, pool: RayPool | None = None) -> EvalReport:
+    """One report for all models on all tasks (harness tasks and public benchmarks).
+
+    With `pool`, each model is a Ray task and the pool's records say when and where each ran.
+    """
+    if backend == "lm-eval" and data:
+        raise VadasmError(f"--backend lm-eval reads its own task data from the Hub and cannot use --data "
+                          f"({', '.join(sorted(data))}); drop --data, or use --backend transformers for local files")
     kwargs = dict(tasks=list(tasks), split=split, limit=limit, seed=seed, controls=controls,
                   decoding=decoding or Decoding(), data=dict(data or {}), samples=samples,
                   max_new_tokens=max_new_tokens, backend=backend, keep_predictions=keep_predictions)
+    if pool is not None:
+        return _evaluate_on_ray(pool, list(models), device, kwargs, progress)
     if gpus and len(gpus) > 1 and len(models) > 1:
         groups = [list(models[k :: len(gpus)]) for k in range(len(gpus))]
         with ProcessPoolExecutor(len(gpus), mp_context=get_context("spawn")) as pool:
@@ -60,6 +70,22 @@ def evaluate_all(models: Sequence[tuple[str, Path]], tasks: Sequence[str], split
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus[0]
     return _evaluate_here(list(models), device=device, progress=progress, **kwargs)
+
+
+def _evaluate_on_ray(pool: RayPool, models: list[tuple[str, Path]], device: str, kwargs: dict,
+                     progress: bool) -> EvalReport:
+    """One Ray task per model, gathered as they finish, merged in the models' order."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(models), desc=f"eval on Ray ({pool.slots} at once)", unit=" models",
+              disable=not progress) as bar:
+        parts = pool.map(_evaluate_one, [(f"model {name} ({path})", ([(name, path)], device, kwargs))
+                                         for name, path in models], on_done=lambda label, report: bar.update(1))
+    return merge_reports(parts, [name for name, _ in models])
+
+
+def _evaluate_one(models: list[tuple[str, Path]], device: str, kwargs: dict) -> EvalReport:
+    return _evaluate_here(models, device=device, progress=False, **kwargs)
 
 
 def _on_gpu(gpu: str, models: list[tuple[str, Path]], device: str, kwargs: dict) -> EvalReport:
