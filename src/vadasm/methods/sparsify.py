@@ -30,9 +30,18 @@ def magnitude_cuts(
     few times with `bincount`, never sorts, and needs no more memory than one chunk, which is
     what lets TIES run on vocabulary-sized matrices in bounded memory. None: keep everything.
     """
-    ks = [max(1, int(d * numel)) if 0 < d < 1 else None for d in densities]
-    active = [i for i, k in enumerate(ks) if k is not None]
-    cuts: list[MagnitudeCut | None] = [None if d >= 1 else MagnitudeCut(float("inf"), 0) for d in densities]
+    ks = [None if d >= 1 else max(1, int(d * numel)) if d > 0 else 0 for d in densities]
+    return top_k_cuts(abs_chunks, numel, ks)
+
+
+def top_k_cuts(
+    abs_chunks: Callable[[], Iterable[Sequence[torch.Tensor]]], numel: int, ks: Sequence[int | None]
+) -> list[MagnitudeCut | None]:
+    """`magnitude_cuts` by count: keep the `k` largest entries of each model (None: keep all)."""
+    active = [i for i, k in enumerate(ks) if k is not None and 0 < k < numel]
+    cuts: list[MagnitudeCut | None] = [
+        None if k is None or k >= numel else MagnitudeCut(float("inf"), 0) for k in ks
+    ]
     if not active or numel == 0:
         return cuts
     high = dict.fromkeys(active, 0)
@@ -117,6 +126,86 @@ def random_prune(
     keep = torch.rand(delta.shape, generator=generator, device=delta.device) < density
     pruned = delta * keep
     return pruned / density if rescale else pruned
+
+
+def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Where the `k` largest of `values` (non-negative) are; among equal values the first in flat
+    order win, so the answer never depends on a sort's tie order."""
+    numel = values.numel()
+    cut = top_k_cuts(lambda: [[values.float()]], numel, [max(0, k)])[0]
+    if cut is None:
+        return torch.ones_like(values, dtype=torch.bool)
+    keep = values > cut.value
+    if cut.tie_end > 0:
+        equal = (values == cut.value).reshape(-1)
+        equal[cut.tie_end:] = False
+        keep |= equal.reshape(keep.shape)
+    return keep
+
+
+def l1_rescaled(delta: torch.Tensor, kept: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """`kept` (a pruned copy of `delta`) scaled to delta's L1 norm: mergekit's `rescale` for DELLA
+    and breadcrumbs (not DARE's 1/density). Unchanged when either norm is below `eps`."""
+    before, after = delta.abs().sum(), kept.abs().sum()
+    if before < eps or after < eps:
+        return kept
+    return kept * (before / after)
+
+
+def magnitude_outliers_prune(delta: torch.Tensor, density: float, gamma: float, rescale: bool = False) -> torch.Tensor:
+    """Model Breadcrumbs' mask (Davari & Belilovsky, 2023) as mergekit 0.1.5 computes it: drop the
+    `gamma` fraction of largest |delta| (outliers), then the smallest, keeping int(density * n)
+    entries; when both cannot hold, fewer outliers are dropped. Ties: first in flat order ranks higher.
+
+    Kept = the (n - n_bottom) largest minus the (n - n_bottom - n_keep) largest, found by exact
+    selection (no sort, no index arrays). `rescale` restores the L1 norm (`l1_rescaled`).
+    """
+    if density >= 1:
+        return delta
+    numel = delta.numel()
+    n_keep = int(density * numel)
+    n_bottom = max(0, numel - n_keep - int(gamma * numel))
+    size = delta.abs().float()
+    keep = top_k_mask(size, numel - n_bottom) & ~top_k_mask(size, numel - n_bottom - n_keep)
+    kept = delta * keep
+    return l1_rescaled(delta, kept) if rescale else kept
+
+
+def della_prune(
+    delta: torch.Tensor, density: float, epsilon: float, rescale: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """DELLA's MagPrune (Deep et al., 2024) as mergekit 0.1.5 computes it.
+
+    Each entry is kept with probability density - epsilon + 2 * epsilon * r, r its magnitude rank
+    within its row (dim 1; a 1-D tensor is one row) scaled to [0, 1]. Where mergekit departs from
+    the paper, we follow mergekit: the paper rescales each survivor by 1 / (1 - p_drop), mergekit's
+    `rescale` scales the whole pruned delta back to its L1 norm. Rows of one entry (0/0 rank, where
+    mergekit fails) get probability `density`. The mask is drawn from `generator` row chunk by row
+    chunk in flat order; ties in magnitude rank by position (stable sort).
+    """
+    if density >= 1:
+        return delta
+    if density <= 0:
+        return torch.zeros_like(delta)
+    if density + epsilon >= 1 or density - epsilon <= 0:
+        raise ValueError(f"density {density:g} +/- epsilon {epsilon:g} must lie inside (0, 1)")
+    rows = delta.reshape(1, -1) if delta.dim() < 2 else delta
+    width = rows.shape[1]
+    keep = torch.empty(rows.shape, dtype=torch.bool, device=delta.device)
+    step = max(1, _CHUNK_ELEMENTS // max(1, rows[0].numel()))
+    for start in range(0, rows.shape[0], step):
+        part = rows[start:start + step]
+        if width > 1 and epsilon != 0:
+            ranks = part.abs().argsort(dim=1, stable=True).argsort(dim=1).float()
+            probs = (density - epsilon) + ranks / (width - 1) * 2 * epsilon
+        else:
+            probs = torch.full(part.shape, density, device=delta.device)
+        keep[start:start + step] = torch.rand(part.shape, generator=generator, device=delta.device) < probs
+    kept = delta * keep.reshape(delta.shape)
+    return l1_rescaled(delta, kept) if rescale else kept
+
+
+_CHUNK_ELEMENTS = 1 << 20  # DELLA ranks rows in chunks of about this many entries (bounded int64 buffers)
 
 
 def _bits(values: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
-"""Task-vector merges: task arithmetic, TIES, DARE-linear, DARE-TIES.
+"""Task-vector merges: task arithmetic, TIES, DARE, DELLA, Model Breadcrumbs (linear and TIES forms).
 
-All four are one computation (as in mergekit's generalized task arithmetic): take each model's
-delta from the base, optionally prune it (magnitude for TIES, random for DARE), weight it,
+All are one computation (as in mergekit's generalized task arithmetic): take each model's
+delta from the base, optionally prune it (magnitude for TIES, random for DARE, magnitude-ranked
+random for DELLA, outliers and small entries for breadcrumbs; see sparsify.py), weight it,
 optionally keep only entries agreeing with the elected sign, sum, optionally normalise by the
 weights that contributed, scale by lambda, add back to the base.
 """
@@ -12,8 +13,16 @@ from collections.abc import Sequence
 
 import torch
 
+from vadasm.errors import VadasmError
 from vadasm.methods.registry import DENSITY, INT8_MASK, LAMBDA, WEIGHT, MergeMethod, Param, register
-from vadasm.methods.sparsify import MagnitudeCut, apply_cut, magnitude_prune, random_prune
+from vadasm.methods.sparsify import (
+    MagnitudeCut,
+    apply_cut,
+    della_prune,
+    magnitude_outliers_prune,
+    magnitude_prune,
+    random_prune,
+)
 
 
 def sign_consensus_mask(weighted_deltas: torch.Tensor, method: str = "sum") -> torch.Tensor:
@@ -43,6 +52,8 @@ def generalized_task_arithmetic(
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     cuts: Sequence[MagnitudeCut | None] | None = None,
     offset: int = 0,
+    epsilon: Sequence[float] | None = None,
+    gamma: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """base + lambda * combine(prune(t_i - base) * w_i), computed in fp32 (see module docstring).
 
@@ -50,6 +61,8 @@ def generalized_task_arithmetic(
     larger tensors: pass the per-model `cuts` found over the whole tensors (`magnitude_cuts`),
     `offset` (flat index of the rows' first entry) and one `generator` per model (each draws its
     DARE mask in flat order); the result is then bit-identical to merging the whole tensors.
+    `pruning="della"` (per-model `epsilon`) and `"outliers"` (breadcrumbs, per-model `gamma`) need
+    whole tensors; for them `rescale` restores each delta's L1 norm, as mergekit does.
     """
     if not tensors:
         return base
@@ -63,6 +76,10 @@ def generalized_task_arithmetic(
             delta = apply_cut(delta, cuts[i], offset) if cuts is not None else magnitude_prune(delta, dens)
         elif pruning == "random":
             delta = random_prune(delta, dens, rescale, generators[i])
+        elif pruning == "della":
+            delta = della_prune(delta, dens, epsilon[i], rescale, generators[i])
+        elif pruning == "outliers":
+            delta = magnitude_outliers_prune(delta, dens, gamma[i], rescale)
         deltas.append(delta)
     stacked = torch.stack(deltas)
     del deltas
@@ -120,25 +137,43 @@ def dare_merge(
     )
 
 
+EPSILON = Param("epsilon", 0.15, per_model=True, low=0.0, high=1.0, high_open=True,
+                help="DELLA: keep probability runs from density - epsilon to density + epsilon by magnitude rank")
+GAMMA = Param("gamma", 0.01, per_model=True, low=0.0, high=1.0,
+              help="breadcrumbs: fraction of the largest |delta| dropped as outliers")
+
+
+def _check_della(method: str, density: Sequence[float], epsilon: Sequence[float]) -> None:
+    """mergekit refuses keep probabilities outside (0, 1); say which values, in one line."""
+    for d, e in zip(density, epsilon):
+        if d < 1 and (d + e >= 1 or d - e <= 0):
+            raise VadasmError(f"recipe: {method} needs density +/- epsilon inside (0, 1), got density {d:g}, "
+                              f"epsilon {e:g} (use epsilon < {min(d, 1 - d):g})")
+
+
 def _variant(name: str, pruning: str | None, consensus: str | None, normalize: bool, reference: str,
-             summary: str) -> None:
+             summary: str, rescale: bool | None = None, extra: tuple[Param, ...] = ()) -> None:
     def merge(base, tensors, *, weight, density, normalize, rescale, generator=None, int8_mask=False,
               cuts=None, offset=0, **kw):
+        if pruning == "della":
+            _check_della(name, density, kw["epsilon"])
         return generalized_task_arithmetic(
             base, tensors, weight=weight, density=density, pruning=pruning, consensus=consensus,
             normalize=normalize, lambda_=kw["lambda"], rescale=rescale, generator=generator,
-            cuts=cuts, offset=offset,
+            cuts=cuts, offset=offset, epsilon=kw.get("epsilon"), gamma=kw.get("gamma"),
         )
 
     params = (
         WEIGHT, DENSITY,
         Param("normalize", normalize, kind=bool, help="divide by the sum of the weights that contributed"),
         LAMBDA,
-        Param("rescale", pruning == "random", kind=bool, help="DARE: divide survivors by density"),
-        INT8_MASK,
+        Param("rescale", pruning == "random" if rescale is None else rescale, kind=bool,
+              help="DARE: divide survivors by density; DELLA, breadcrumbs: restore each delta's L1 norm"),
+        INT8_MASK, *extra,
     )
     register(MergeMethod(name, merge, needs_base=True, base_is_input=False, params=params, reference=reference,
-                         rows_independent=True, magnitude_pruning=pruning == "magnitude", summary=summary))
+                         rows_independent=pruning in (None, "magnitude", "random"),
+                         magnitude_pruning=pruning == "magnitude", summary=summary))
 
 
 _variant("task_arithmetic", None, None, False, "https://arxiv.org/abs/2212.04089",
@@ -149,3 +184,11 @@ _variant("dare_linear", "random", None, False, "https://arxiv.org/abs/2311.03099
          "task arithmetic with random drop-and-rescale of each delta")
 _variant("dare_ties", "random", "sum", False, "https://arxiv.org/abs/2311.03099",
          "DARE pruning with TIES' sign election")
+_variant("della", "della", "sum", True, "https://arxiv.org/abs/2406.11617",
+         "DELLA: magnitude-ranked random drop, L1 rescale, TIES' sign election", rescale=True, extra=(EPSILON,))
+_variant("della_linear", "della", None, False, "https://arxiv.org/abs/2406.11617",
+         "DELLA's magnitude-ranked random drop, then task arithmetic", rescale=True, extra=(EPSILON,))
+_variant("breadcrumbs", "outliers", None, False, "https://arxiv.org/abs/2312.06795",
+         "Model Breadcrumbs: drop the largest (gamma) and smallest deltas, then task arithmetic", extra=(GAMMA,))
+_variant("breadcrumbs_ties", "outliers", "sum", False, "https://arxiv.org/abs/2312.06795",
+         "Model Breadcrumbs' mask with TIES' sign election", extra=(GAMMA,))
