@@ -25,11 +25,17 @@ def slerp(
     return (torch.sin((1 - t) * theta) / sin_theta) * a + (torch.sin(t * theta) / sin_theta) * b
 
 
-def _slerp(base, tensors, *, t, generator=None):
+def _slerp(base, tensors, *, t, weight=None, generator=None):
     return slerp(t, base, tensors[0])
 
 
+# mergekit's slerp reads only `t` and silently skips any other key; recipes written for it often
+# carry a per-model `weight` (copied from linear ones). We accept it too, and the run notes it is unused.
+IGNORED_WEIGHT = Param("weight", 1.0, per_model=True, ignored=True,
+                       help="accepted for mergekit recipes; slerp ignores it (t sets the mix)")
+
 register(MergeMethod("slerp", _slerp, needs_base=True, base_is_input=False,
-                     params=(Param("t", None, low=0.0, high=1.0, help="0 gives the base, 1 the other model"),),
+                     params=(Param("t", None, low=0.0, high=1.0, help="0 gives the base, 1 the other model"),
+                             IGNORED_WEIGHT),
                      reference="https://en.wikipedia.org/wiki/Slerp", exact_inputs=1,
                      summary="spherical interpolation between the base and one other model"))
