@@ -50,8 +50,10 @@ def test_row_path_equals_the_whole_tensor_path(tmp_path, llama_trio, monkeypatch
     run_merge(recipe, tmp_path / "out", QUIET)
     merged = load_file(tmp_path / "out/model.safetensors")
     method = run_module.get_method("ties")
-    checkpoints = [Checkpoint.open(p) for p in (base, ft1, ft2)]
-    for action in run_module.plan_tensors(checkpoints[0], checkpoints, run_module.architecture_for(
-            checkpoints[0].config, checkpoints[0].keys())):
-        whole = run_module._merge_tensor(recipe, method, action, checkpoints[0], checkpoints[1:], 0.0, "cpu")
+    checkpoints = {str(p): Checkpoint.open(p) for p in (base, ft1, ft2)}
+    arch = run_module.architecture_for(checkpoints[str(base)].config, checkpoints[str(base)].keys())
+    slices = run_module.resolve_slices(recipe, checkpoints, arch)
+    for action in run_module.plan_tensors(slices, checkpoints, arch):
+        sources = run_module._sources(slices[action.slice], action, checkpoints)
+        whole = run_module._merge_tensor(recipe, method, action, slices[action.slice], sources, "cpu")
         assert torch.equal(merged[action.name], whole), action.name

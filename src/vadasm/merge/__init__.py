@@ -1,5 +1,6 @@
 """Same-architecture merges driven by mergekit-style recipes."""
 
+from vadasm.merge.plan import TensorAction, plan_tensors
 from vadasm.merge.recipe import (
     MergeConfig,
     ModelConfig,
@@ -8,7 +9,7 @@ from vadasm.merge.recipe import (
     recipe_from_dict,
     resolve_setting,
 )
-from vadasm.merge.run import MergeOptions, MergeResult, TensorAction, plan_tensors, run_merge
+from vadasm.merge.run import MergeOptions, MergeResult, run_merge
 
 __all__ = [
     "MergeConfig", "ModelConfig", "load_recipe", "read_recipe_yaml", "recipe_from_dict", "resolve_setting",

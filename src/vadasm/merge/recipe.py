@@ -36,8 +36,11 @@ class SliceSource(BaseModel):
 
 
 class Slice(BaseModel):
+    """Output layers made from the same-length layer ranges of its sources (merged with the recipe's method)."""
+
     model_config = ConfigDict(extra="forbid")
     sources: list[SliceSource]
+    base_model: str | None = None  # overrides the recipe's base_model for this slice (mergekit)
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -60,54 +63,65 @@ class MergeConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> MergeConfig:
         method = get_method(self.merge_method)
-        if self.slices is not None:
-            if self.models is not None:
-                raise ValueError("give either 'models' or 'slices', not both")
-            self.models = _slices_as_models(self.slices)
-            self.slices = None
-        if not self.models:
+        if self.slices is not None and self.models is not None:
+            raise ValueError("give either 'models' or 'slices', not both")
+        if not self.models and not self.slices:
             raise ValueError("the recipe lists no models")
-        if method.needs_base and self.base_model is None:
-            raise ValueError(f"merge method '{method.name}' needs a base_model")
-        inputs = [m for m in self.models if not (m.model == self.base_model and not method.base_is_input)]
-        if method.exact_inputs is not None and len(inputs) != method.exact_inputs:
-            raise ValueError(
-                f"merge method '{method.name}' merges the base with exactly {method.exact_inputs} other model(s), "
-                f"got {len(inputs)}"
-            )
+        for where, entries, base in _input_groups(self):
+            if method.needs_base and base is None:
+                raise ValueError(f"merge method '{method.name}' needs a base_model")
+            if self.slices is not None and method.needs_base and base not in {m.model for m in entries}:
+                raise ValueError(f"{where}: the base model '{base}' is not among the slice's sources "
+                                 "(its layer_range says which base layers to use)")
+            inputs = [m for m in entries if not (m.model == base and not method.base_is_input)]
+            if method.exact_inputs is not None and len(inputs) != method.exact_inputs:
+                raise ValueError(
+                    f"{where}: merge method '{method.name}' merges "
+                    f"{'the base with ' if not method.base_is_input else ''}exactly {method.exact_inputs} "
+                    f"{'other ' if not method.base_is_input else ''}model(s), got {len(inputs)}"
+                )
         known = set(method.model_params) | set(method.global_params)
-        for where, params in [("parameters", self.parameters)] + [
-            (f"models[{i}].parameters", m.parameters) for i, m in enumerate(self.models)
-        ]:
+        entry_params = ([(f"models[{i}].parameters", m.parameters) for i, m in enumerate(self.models or [])]
+                        + [(f"slices[{i}].parameters", s.parameters) for i, s in enumerate(self.slices or [])]
+                        + [(f"slices[{i}].sources[{j}].parameters", src.parameters)
+                           for i, s in enumerate(self.slices or []) for j, src in enumerate(s.sources)])
+        for where, params in [("parameters", self.parameters)] + entry_params:
             unknown = set(params) - known
             if unknown:
                 raise ValueError(
                     f"{where}: unknown parameter(s) {sorted(unknown)} for '{method.name}' (known: {sorted(known)})"
                 )
-        if self.tokenizer_source not in (None, "base") and self.tokenizer_source not in {
-            m.model for m in self.models
-        } | {self.base_model}:
+        if self.tokenizer_source not in (None, "base") and self.tokenizer_source not in set(
+            self.referenced_models()
+        ):
             raise ValueError(
                 f"tokenizer_source '{self.tokenizer_source}' is not supported: use 'base' or one of the input models"
             )
         return self
 
     def input_models(self) -> list[ModelConfig]:
-        """The models whose tensors are combined (the base is separate for task-vector methods)."""
+        """The models whose tensors are combined (the base is separate for task-vector methods).
+        For a `models:` recipe; a `slices:` recipe has these per slice (vadasm.merge.slices)."""
         method = get_method(self.merge_method)
         if method.base_is_input:
-            return list(self.models)
-        return [m for m in self.models if m.model != self.base_model]
+            return list(self.models or [])
+        return [m for m in self.models or [] if m.model != self.base_model]
+
+    def referenced_models(self) -> list[str]:
+        """Every model the recipe names, base first, each once."""
+        refs = [self.base_model] if self.base_model else []
+        refs += [m.model for m in self.models or []]
+        for piece in self.slices or []:
+            refs += ([piece.base_model] if piece.base_model else []) + [src.model for src in piece.sources]
+        return list(dict.fromkeys(refs))
 
 
-def _slices_as_models(slices: list[Slice]) -> list[ModelConfig]:
-    """mergekit slerp recipes use one full-depth slice; layer surgery (frankenmerges) is refused."""
-    if len(slices) != 1:
-        raise ValueError("several slices (layer stacking / frankenmerge) are not supported; use one full slice")
-    ranges = {src.layer_range for src in slices[0].sources}
-    if len(ranges) != 1 or next(iter(ranges))[0] != 0:
-        raise ValueError("slices must take the same full layer range [0, N] from every model")
-    return [ModelConfig(model=src.model, parameters=src.parameters) for src in slices[0].sources]
+def _input_groups(recipe: MergeConfig) -> list[tuple[str, list[ModelConfig], str | None]]:
+    """(where, entries, base) for each set of models merged together: `models:`, or each slice."""
+    if recipe.slices is None:
+        return [("models", list(recipe.models or []), recipe.base_model)]
+    return [(f"slices[{i}]", [ModelConfig(model=src.model, parameters=src.parameters) for src in piece.sources],
+             piece.base_model or recipe.base_model) for i, piece in enumerate(recipe.slices)]
 
 
 def read_recipe_yaml(path: str | Path) -> dict:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import time
 import zlib
@@ -34,7 +33,9 @@ from vadasm.io import (
     parse_dtype,
     parse_size,
 )
+from vadasm.merge.plan import TensorAction, natural_key, plan_tensors  # noqa: F401 (natural_key: graft imports it here)
 from vadasm.merge.recipe import MergeConfig, resolve_setting
+from vadasm.merge.slices import LayerSlice, SliceInput, is_identity, output_config, resolve_slices
 from vadasm.methods import get_method
 from vadasm.methods.sparsify import magnitude_cuts
 
@@ -45,17 +46,6 @@ CHUNK_ELEMENTS = 1 << 20
 # TIES finds its cuts in two or three passes over |delta|; up to this many entries (all models, 128 MiB
 # in fp32) they are kept between passes instead of read and recomputed. Vocabulary-sized matrices stream.
 CUT_CACHE_ELEMENTS = 1 << 25
-
-
-@dataclass
-class TensorAction:
-    """What happens to one output tensor, and why when it is not a plain merge."""
-
-    name: str
-    action: str  # "merge", "copy_base", "truncate_then_merge"
-    reason: str = ""
-    layer: int | None = None
-    shape: tuple[int, ...] = ()
 
 
 @dataclass
@@ -98,18 +88,27 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
     method = get_method(recipe.merge_method)
 
     checkpoints = _open_all(recipe, options)
-    base = checkpoints[recipe.base_model] if recipe.base_model else None
-    inputs = [checkpoints[m.model] for m in recipe.input_models()]
-    reference = base or inputs[0]
+    reference = checkpoints[recipe.base_model or recipe.referenced_models()[0]]
     arch = _common_architecture(reference, list(checkpoints.values()))
     out_dtype_name = options.dtype or recipe.out_dtype or recipe.dtype
     out_dtype = parse_dtype(out_dtype_name) if out_dtype_name else None
 
-    actions = plan_tensors(reference, list(checkpoints.values()), arch, recipe.exclude_norms)
-    alignments = align_checkpoints(reference, inputs, arch, options.align) if options.align else {}
+    slices = resolve_slices(recipe, checkpoints, arch)
+    actions = plan_tensors(slices, checkpoints, arch, recipe.exclude_norms)
+    alignments = {}
+    if options.align:
+        if not is_identity(slices, checkpoints, arch):
+            raise VadasmError("--align works on recipes that keep every layer in place (`models:` or one full "
+                              "slice); this recipe's slices move or drop layers")
+        inputs = [checkpoints[m.model] for m in slices[0].inputs]
+        alignments = align_checkpoints(checkpoints[slices[0].reference.model], inputs, arch, options.align)
     _check_tokenizer_rows(recipe, checkpoints, arch, actions)
-    plan = [PlannedTensor(a.name, a.shape, out_dtype or reference.dtype(a.name)) for a in actions]
-    num_layers = arch.num_layers() or 1
+
+    def source_dtype(action: TensorAction) -> torch.dtype:
+        ref = slices[action.slice].reference.model
+        return checkpoints[ref].dtype(action.source_name(ref))
+
+    plan = [PlannedTensor(a.name, a.shape, out_dtype or source_dtype(a)) for a in actions]
     merged = 0
 
     threads_before = torch.get_num_threads()
@@ -117,18 +116,22 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
     with atomic_output_dir(output, options.force) as tmp, _restore_threads(threads_before):
         writer = ShardedWriter(tmp, plan, parse_size(options.shard_size))
         for action in tqdm(actions, desc=f"merge ({method.name})", unit="tensor", disable=not options.progress):
+            piece = slices[action.slice]
             if action.action == "copy_base":
-                tensor = reference.get_checked(action.name)
+                ref = piece.reference.model
+                tensor = checkpoints[ref].get_checked(action.source_name(ref))
             else:
-                t = 0.0 if action.layer is None else (action.layer / (num_layers - 1) if num_layers > 1 else 1.0)
                 merged += 1
+                sources = _sources(piece, action, checkpoints)
                 if method.rows_independent and action.shape and not alignments:
-                    _merge_rows(recipe, method, action, base, inputs, t, options.device, writer)
+                    _merge_rows(recipe, method, action, piece, sources, options.device, writer)
                     continue
-                tensor = _merge_tensor(recipe, method, action, base, inputs, t, options.device, alignments)
+                tensor = _merge_tensor(recipe, method, action, piece, sources, options.device, alignments)
             writer.write(action.name, tensor)
         writer.close()
         _write_sidecars(tmp, recipe, checkpoints, reference, plan)
+        config = output_config(reference.config, slices, checkpoints, arch)
+        _write_config(tmp, config, plan)
         provenance = {
             "tool": "vadasm", "version": __version__, "kind": "merge",
             "recipe": recipe.model_dump(exclude_none=True),
@@ -149,64 +152,43 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
     )
 
 
-def plan_tensors(reference: Checkpoint, models: list[Checkpoint], arch: Architecture,
-                 exclude_norms: bool = False) -> list[TensorAction]:
-    """Decide, before reading any weight, what happens to every output tensor (and refuse early)."""
-    actions = []
-    for name in sorted(reference.keys(), key=natural_key):
-        role = arch.role(name)
-        shape = reference.shape(name)
-        dtype = reference.dtype(name)
-        action = TensorAction(name, "merge", layer=role.layer, shape=shape)
-        if not dtype.is_floating_point:
-            action.action, action.reason = "copy_base", f"not floating point ({dtype})"
-        elif role.role == "buffer":
-            action.action, action.reason = "copy_base", "buffer, not a weight"
-        elif exclude_norms and role.role in ("norm", "final_norm"):
-            action.action, action.reason = "copy_base", "norm excluded by recipe (exclude_norms)"
-        else:
-            for other in models:
-                if name not in other:
-                    raise VadasmError(f"{other.path}: tensor '{name}' is missing (present in {reference.path})")
-                if other.shape(name) != shape:
-                    other_shape = other.shape(name)
-                    bigger = len(shape) == len(other_shape) and all(o >= s for o, s in zip(other_shape, shape))
-                    if role.role in ("embed", "lm_head") and bigger:
-                        action.action = "truncate_then_merge"
-                        action.reason = (f"vocabulary size differs ({other.path.name}: {other.shape(name)[0]} rows); "
-                                         f"merged over the reference's first {shape[0]} rows")
-                    else:
-                        raise VadasmError(
-                            f"{other.path}: tensor '{name}' has shape {other.shape(name)}, "
-                            f"but {reference.path} has {shape}; shapes must match to merge"
-                        )
-        actions.append(action)
-    return actions
+Source = tuple[Checkpoint, str]  # a checkpoint and the name of the tensor read from it
 
 
-def _merge_tensor(recipe: MergeConfig, method, action: TensorAction, base: Checkpoint | None,
-                  inputs: list[Checkpoint], t: float, device: str,
+def _sources(piece: LayerSlice, action: TensorAction, checkpoints: dict[str, Checkpoint]
+             ) -> tuple[Source | None, list[Source]]:
+    """(base, inputs) of one output tensor: each checkpoint with the name its tensor has there."""
+    def source(entry: SliceInput) -> Source:
+        return checkpoints[entry.model], action.source_name(entry.model)
+
+    return (source(piece.base) if piece.base else None), [source(entry) for entry in piece.inputs]
+
+
+def _merge_tensor(recipe: MergeConfig, method, action: TensorAction, piece: LayerSlice,
+                  sources: tuple[Source | None, list[Source]], device: str,
                   alignments: dict[Path, Alignment] | None = None) -> torch.Tensor:
     """Merge one whole tensor (methods that need all of it at once, or aligned inputs)."""
     name, shape = action.name, action.shape
+    base, inputs = sources
 
-    def load(ck: Checkpoint) -> torch.Tensor:
-        tensor = ck.get_checked(name)
+    def load(source: Source) -> torch.Tensor:
+        ck, source_name = source
+        tensor = ck.get_checked(source_name)
         if alignments and ck.path in alignments:
-            tensor = alignments[ck.path].apply(name, tensor)
+            tensor = alignments[ck.path].apply(source_name, tensor)
         if tuple(tensor.shape) != shape:  # planned truncation of a larger vocabulary
             tensor = tensor[tuple(slice(0, s) for s in shape)]
         return tensor.to(device=device, dtype=torch.float32)
 
     base_tensor = load(base) if base is not None else None
-    tensors = [load(ck) for ck in inputs]
-    params = _method_params(recipe, method, name, t)
+    tensors = [load(source) for source in inputs]
+    params = _method_params(recipe, method, piece, name, action.t)
     generators = _generators(recipe.seed, name, len(inputs), device)
     return method.func(base_tensor, tensors, **params, generator=generators).cpu()
 
 
-def _merge_rows(recipe: MergeConfig, method, action: TensorAction, base: Checkpoint | None,
-                inputs: list[Checkpoint], t: float, device: str, writer: ShardedWriter) -> None:
+def _merge_rows(recipe: MergeConfig, method, action: TensorAction, piece: LayerSlice,
+                sources: tuple[Source | None, list[Source]], device: str, writer: ShardedWriter) -> None:
     """Merge one tensor in chunks of rows, writing each chunk as soon as it is computed.
 
     Memory follows the chunk (CHUNK_ELEMENTS entries per input), not the tensor, and each
@@ -215,28 +197,32 @@ def _merge_rows(recipe: MergeConfig, method, action: TensorAction, base: Checkpo
     is bit-identical to `_merge_tensor` (tests/merge/test_chunked.py).
     """
     name, shape = action.name, action.shape
-    params = _method_params(recipe, method, name, t)
+    base, inputs = sources
+    params = _method_params(recipe, method, piece, name, action.t)
     row_size = math.prod(shape[1:])
     step = max(1, CHUNK_ELEMENTS // max(1, row_size))
     ranges = [(start, min(start + step, shape[0])) for start in range(0, shape[0], step)]
     base = base if method.needs_base else None
-    sources = list({id(ck): ck for ck in ([base] if base is not None else []) + inputs}.values())
+    distinct = list({(id(ck), name): (ck, name) for ck, name in ([base] if base else []) + inputs}.values())
     columns = tuple(slice(0, s) for s in shape[1:])  # planned truncation of a larger vocabulary
 
     def read(rows: tuple[int, int], check: bool) -> dict[int, torch.Tensor]:
         parts = {}
-        for ck in sources:
-            part = ck.read_rows(name, *rows)[(slice(None), *columns)].to(device=device, dtype=torch.float32)
+        for ck, source_name in distinct:
+            part = ck.read_rows(source_name, *rows)[(slice(None), *columns)].to(device=device, dtype=torch.float32)
             if check and not torch.isfinite(part.sum()) and not torch.isfinite(part).all():  # sum: 10x cheaper
-                raise VadasmError(f"{ck.files[name]}: tensor '{name}' contains NaN or Inf values")
-            parts[id(ck)] = part
+                raise VadasmError(f"{ck.files[source_name]}: tensor '{source_name}' contains NaN or Inf values")
+            parts[(id(ck), source_name)] = part
         return parts
+
+    def key(source: Source) -> tuple[int, str]:
+        return id(source[0]), source[1]
 
     extra = {}
     if method.magnitude_pruning:
         def abs_deltas():
             for parts in _prefetched(ranges, lambda rows: read(rows, check=False)):
-                yield [(parts[id(ck)] - parts[id(base)]).abs_() for ck in inputs]
+                yield [(parts[key(source)] - parts[key(base)]).abs_() for source in inputs]
 
         stream = abs_deltas
         if math.prod(shape) * len(inputs) <= CUT_CACHE_ELEMENTS:  # read once, not once per selection pass
@@ -248,7 +234,7 @@ def _merge_rows(recipe: MergeConfig, method, action: TensorAction, base: Checkpo
     for parts in _prefetched(ranges, lambda rows: read(rows, check=True)):
         if method.magnitude_pruning:
             extra["offset"] = offset
-        merged = method.func(parts[id(base)] if base is not None else None, [parts[id(ck)] for ck in inputs],
+        merged = method.func(parts[key(base)] if base is not None else None, [parts[key(s)] for s in inputs],
                              **params, generator=generators, **extra)
         writer.write_rows(name, merged)
         offset += merged.numel()
@@ -274,17 +260,19 @@ def _restore_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(count)
 
 
-def _method_params(recipe: MergeConfig, method, name: str, t: float) -> dict:
-    """The method's parameters for one tensor: per-model lists and global values, gradients resolved."""
+def _method_params(recipe: MergeConfig, method, piece: LayerSlice, name: str, t: float) -> dict:
+    """The method's parameters for one tensor: per-model lists and global values, gradients resolved.
+    Precedence as in mergekit: the source's own value, then the slice's, then the recipe's."""
+    shared = {**recipe.parameters, **piece.parameters}
     params = {}
     for key, default in method.model_params.items():
         values = []
-        for entry in recipe.input_models():
-            setting = entry.parameters.get(key, recipe.parameters.get(key, default))
+        for entry in piece.inputs:
+            setting = entry.parameters.get(key, shared.get(key, default))
             values.append(resolve_setting(setting, name, t))
         params[key] = values
     for key, default in method.global_params.items():
-        value = resolve_setting(recipe.parameters.get(key, default), name, t)
+        value = resolve_setting(shared.get(key, default), name, t)
         if value is None:
             raise VadasmError(f"recipe: parameter '{key}' is required by '{method.name}' (no value for {name})")
         params[key] = value
@@ -299,10 +287,9 @@ def _generators(seed: int, name: str, count: int, device: str) -> list[torch.Gen
 
 
 def _open_all(recipe: MergeConfig, options: MergeOptions) -> dict[str, Checkpoint]:
-    refs = ([recipe.base_model] if recipe.base_model else []) + [m.model for m in recipe.models]
     return {
         ref: Checkpoint.open(ref, allow_pickle=options.allow_pickle, trust_remote_code=options.trust_remote_code)
-        for ref in dict.fromkeys(refs)
+        for ref in recipe.referenced_models()
     }
 
 
@@ -339,7 +326,10 @@ def _write_sidecars(out: Path, recipe: MergeConfig, checkpoints: dict[str, Check
     source = reference if recipe.tokenizer_source in (None, "base") else checkpoints[recipe.tokenizer_source]
     for file in source.sidecar_files():
         shutil.copy2(file, out / file.name)
-    config = dict(reference.config)
+
+
+def _write_config(out: Path, config: dict, plan: list[PlannedTensor]) -> None:
+    """config.json, with the dtype the weights were written in."""
     dtypes = {p.dtype for p in plan if p.dtype.is_floating_point}
     if len(dtypes) == 1:
         dtype_name = str(next(iter(dtypes))).removeprefix("torch.")
@@ -351,6 +341,3 @@ def tensor_seed(seed: int, name: str) -> int:
     """Per-tensor seed: random masks do not depend on the order tensors are processed in."""
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
 
-
-def natural_key(name: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
