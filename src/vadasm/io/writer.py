@@ -8,6 +8,7 @@ is ever assembled in RAM, and the bytes on disk depend only on the tensors (dete
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,21 +36,27 @@ def parse_dtype(name: str) -> torch.dtype:
         raise VadasmError(f"unknown dtype '{name}' (choose from {', '.join(DTYPE_NAMES)})") from None
 
 
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]I?B|B)?\s*", re.IGNORECASE)
+_SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
 def parse_size(text: str | int) -> int:
-    """'5GB', '500MB', '2GiB' or a byte count, as bytes (decimal units, like transformers)."""
-    if isinstance(text, int):
-        return text
-    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9, "B": 1}
-    upper = text.strip().upper()
-    for unit, factor in units.items():
-        if upper.endswith(unit):
-            try:
-                return int(float(upper[: -len(unit)]) * factor)
-            except ValueError:
-                break
-    if upper.isdigit():
-        return int(upper)
-    raise VadasmError(f"cannot read size '{text}' (examples: 5GB, 500MB, 2GiB)")
+    """'5GB', '500MB', '2GiB' or a byte count, as bytes (decimal units, like transformers).
+
+    At least one byte: a zero, negative, NaN or unreadable size is refused in one line.
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        size = text
+    else:
+        match = _SIZE.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
+            shown = repr(text) if len(repr(text)) <= 40 else repr(text)[:37] + "..."
+            raise VadasmError(f"cannot read size {shown} (examples: 5GB, 500MB, 2GiB)")
+        size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "B").upper()])
+    if size < 1:
+        raise VadasmError(f"size {text!r} is less than one byte; give a positive size such as 5GB or 500MB")
+    return size
 
 
 @dataclass(frozen=True)
