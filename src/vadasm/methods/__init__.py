@@ -3,6 +3,7 @@
 from vadasm.methods.arcee_fusion import arcee_fusion
 from vadasm.methods.linear import linear_merge
 from vadasm.methods.nearswap import nearswap
+from vadasm.methods.passthrough import passthrough
 from vadasm.methods.ram import ram_merge, ramplus_tl_merge
 from vadasm.methods.registry import METHODS, MergeMethod, get_method
 from vadasm.methods.slerp import slerp
