@@ -2,10 +2,12 @@
 
 from vadasm.methods.arcee_fusion import arcee_fusion
 from vadasm.methods.linear import linear_merge
+from vadasm.methods.model_stock import model_stock
 from vadasm.methods.nearswap import nearswap
 from vadasm.methods.passthrough import passthrough
 from vadasm.methods.ram import ram_merge, ramplus_tl_merge
 from vadasm.methods.registry import METHODS, MergeMethod, get_method
+from vadasm.methods.sce import sce_merge
 from vadasm.methods.slerp import slerp
 from vadasm.methods.sparsify import magnitude_prune, random_prune
 from vadasm.methods.spherical import karcher_mean, multislerp, nuslerp, nuslerp_merge
@@ -21,4 +23,5 @@ __all__ = [
     "ramplus_tl_merge",
     "METHODS", "MergeMethod", "get_method", "linear_merge", "slerp", "magnitude_prune", "random_prune",
     "dare_merge", "generalized_task_arithmetic", "sign_consensus_mask", "ties_merge",
+    "model_stock", "sce_merge",
 ]

@@ -1,0 +1,93 @@
+"""Model Stock (Jang et al., 2024, https://arxiv.org/abs/2403.19522), as mergekit 0.1.5 computes it.
+
+Fine-tunes of one base lie on a thin shell around their centre, so the average of a few of them
+is pulled back toward the base by t = N cos / (1 + (N - 1) cos), cos being the angle between the
+fine-tunes' offsets from the base: result = t * average + (1 - t) * base.
+
+Where mergekit departs from the paper we follow mergekit: the paper derives t for fine-tunes at
+equal angles and measures the angle per layer; mergekit averages the cosine over every pair of
+offsets, per whole tensor (or per row of the last dimension with `filter_wise`), clamps each
+norm product at 1e-6, clamps cos to [-1, 1], and keeps the base (t = 0) where
+|1 + (N - 1) cos| < 1e-6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from vadasm.errors import VadasmError
+from vadasm.methods.registry import MergeMethod, Param, register
+
+# Offsets are formed a block of about this many entries per model at a time, so the statistics
+# cost a few small buffers instead of one tensor-sized copy per model.
+_BLOCK_ELEMENTS = 1 << 20
+
+
+def model_stock_ratio(cos: torch.Tensor, count: int) -> torch.Tensor:
+    """t = N cos / (1 + (N - 1) cos), and 0 where the denominator is within 1e-6 of 0 (mergekit)."""
+    denominator = 1 + (count - 1) * cos
+    singular = denominator.abs() < 1e-6
+    safe = torch.where(singular, torch.ones_like(denominator), denominator)
+    return torch.where(singular, torch.zeros_like(cos), count * cos / safe)
+
+
+def mean_pairwise_cosine(
+    base: torch.Tensor, tensors: Sequence[torch.Tensor], filter_wise: bool = False
+) -> torch.Tensor:
+    """Mean cosine over all pairs of offsets (tensor - base): one value, or one per vector along the
+    last dimension with `filter_wise` (shape [vectors]). Dot products accumulate in fp64 by blocks."""
+    rows = _as_rows(base, filter_wise)
+    parts = [_as_rows(t, filter_wise) for t in tensors]
+    count, (num_rows, width) = len(parts), rows.shape
+    gram = torch.zeros(num_rows, count, count, dtype=torch.float64, device=base.device)
+    row_step = max(1, _BLOCK_ELEMENTS // max(1, width))
+    col_step = max(1, min(width, _BLOCK_ELEMENTS))
+    for r in range(0, num_rows, row_step):
+        for c in range(0, width, col_step):
+            block = (slice(r, r + row_step), slice(c, c + col_step))
+            offsets = torch.stack([p[block].float() - rows[block].float() for p in parts], dim=1)  # [rows, N, cols]
+            gram[block[0]] += (offsets @ offsets.transpose(1, 2)).double()
+    norms = gram.diagonal(dim1=1, dim2=2).clamp(min=0).sqrt()
+    pairs = [(i, j) for i in range(count) for j in range(i + 1, count)]
+    cos = torch.stack([(gram[:, i, j] / (norms[:, i] * norms[:, j]).clamp(min=1e-6)).clamp(-1, 1) for i, j in pairs])
+    return cos.mean(dim=0).float() if filter_wise else cos.mean(dim=0).float().reshape(())
+
+
+def model_stock(base: torch.Tensor, tensors: Sequence[torch.Tensor], filter_wise: bool = False) -> torch.Tensor:
+    """t * mean(tensors) + (1 - t) * base with Model Stock's t (module docstring); fp32 result.
+
+    Needs at least two fine-tunes (the angle between offsets is undefined for one)."""
+    if len(tensors) < 2:
+        raise ValueError(f"model_stock needs at least two models besides the base, got {len(tensors)}")
+    ratio = model_stock_ratio(mean_pairwise_cosine(base, tensors, filter_wise), len(tensors))
+    out = torch.zeros(base.shape, dtype=torch.float32, device=base.device)
+    for tensor in tensors:
+        out.add_(tensor.float())
+    out.div_(len(tensors))
+    rows, ratio = _as_rows(out, filter_wise), ratio.reshape(-1, 1)
+    rows.mul_(ratio).addcmul_(_as_rows(base.float(), filter_wise), 1 - ratio)
+    return out
+
+
+def _as_rows(tensor: torch.Tensor, filter_wise: bool) -> torch.Tensor:
+    """A [vectors, width] view: one row (flat) or one row per vector along the last dimension."""
+    if not filter_wise or tensor.dim() == 0:
+        return tensor.reshape(1, -1)
+    return tensor.reshape(-1, tensor.shape[-1])
+
+
+def _model_stock(base, tensors, *, filter_wise, generator=None):
+    if len(tensors) < 2:
+        raise VadasmError(f"recipe: model_stock needs at least two models besides the base_model, got {len(tensors)}")
+    return model_stock(base, tensors, filter_wise)
+
+
+register(MergeMethod(
+    "model_stock", _model_stock, needs_base=True, base_is_input=False,
+    params=(Param("filter_wise", False, kind=bool,
+                  help="one angle per vector along the last dimension instead of one per tensor"),),
+    reference="https://arxiv.org/abs/2403.19522",
+    summary="moves from the base toward the models' average by a ratio set by the angle between their deltas",
+))
