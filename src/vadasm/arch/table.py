@@ -133,18 +133,26 @@ class Architecture:
 
 
 def supported_model_types() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("vadasm.arch").joinpath("data").iterdir()
-                  if p.name.endswith(".json"))
+    return list(_table_names())
 
 
 @cache
+def _table_names() -> tuple[str, ...]:
+    return tuple(sorted(p.name[:-5] for p in resources.files("vadasm.arch").joinpath("data").iterdir()
+                        if p.name.endswith(".json")))
+
+
 def load_spec(model_type: str) -> dict:
-    path = resources.files("vadasm.arch").joinpath("data", f"{model_type}.json")
-    if not path.is_file():
-        raise VadasmError(
-            f"unsupported architecture '{model_type}' (supported: {', '.join(supported_model_types())})"
-        )
-    return json.loads(path.read_text())
+    """The table entry of a family; the name must be one the table lists, so it is never a path."""
+    if not isinstance(model_type, str) or model_type not in _table_names():
+        shown = repr(model_type) if len(repr(model_type)) <= 80 else repr(model_type)[:77] + "..."
+        raise VadasmError(f"unsupported architecture {shown} (supported: {', '.join(_table_names())})")
+    return _read_spec(model_type)
+
+
+@cache
+def _read_spec(model_type: str) -> dict:
+    return json.loads(resources.files("vadasm.arch").joinpath("data", f"{model_type}.json").read_text())
 
 
 def architecture_for(config: dict, tensor_names: list[str] | None = None, source: str = "config.json") -> Architecture:

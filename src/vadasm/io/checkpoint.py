@@ -2,8 +2,11 @@
 
 A `Checkpoint` knows which file holds each tensor (from the shard index or the headers) and
 reads tensors (or row ranges of them) with positioned reads on demand, so memory follows the
-tensor being processed, not the model. Problems with the inputs are found when the folder is
-opened.
+tensor being processed, not the model. It is the one reader every command uses, so every check
+of an input happens when the folder is opened: headers (safetensors_header), which files are the
+weights and that none lies outside the folder (model_folder), config against tensors
+(config_check), sidecars that are copied into outputs. Weight files stay open from then on, and
+`verify_unchanged` tells a writer whether any input changed while it was being read.
 """
 
 from __future__ import annotations
@@ -12,19 +15,31 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import re
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
-from safetensors import safe_open
 
 from vadasm.errors import VadasmError
-from vadasm.io.safetensors_header import DTYPE_SIZES, TensorEntry, read_header
+from vadasm.io.config_check import check_config_against_tensors, check_model_type
+from vadasm.io.model_folder import (
+    INDEX_FILE,
+    check_sidecars,
+    confined_file,
+    find_weight_files,
+    open_confined,
+    read_json,
+)
+from vadasm.io.safetensors_header import DTYPE_SIZES, TensorEntry, read_open_header
 from vadasm.io.writer import TORCH_TO_SAFETENSORS
 
 SAFETENSORS_TO_TORCH = {name: dtype for dtype, name in TORCH_TO_SAFETENSORS.items()}
+# Every stored dtype read as itself (fp8 and wide unsigned ints included), for positioned reads.
+_READ_AS = {**SAFETENSORS_TO_TORCH, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+            "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64}
 
 # Files that travel with the weights: tokenizer, generation and processor settings.
 SIDECAR_FILES = (
@@ -61,16 +76,33 @@ def resolve_model_path(ref: str | Path, revision: str | None = None) -> Path:
     return Path(local)
 
 
+@dataclass(frozen=True)
+class FileState:
+    """What a file looked like when opened; any write or replacement changes one of the fields."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, status: os.stat_result) -> FileState:
+        return cls(status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
 @dataclass
 class Checkpoint:
-    """A model folder opened for lazy reading."""
+    """A model folder opened and checked for lazy reading."""
 
     path: Path
     config: dict
     entries: dict[str, TensorEntry]
     files: dict[str, Path]
     _pickled: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-    _files_open: dict[Path, tuple[object, int]] = field(default_factory=dict, repr=False)  # file, data start
+    _handles: dict[Path, tuple[BinaryIO, int]] = field(default_factory=dict, repr=False)  # file, data start
+    _headers: dict[Path, bytes] = field(default_factory=dict, repr=False)
+    _watched: dict[Path, FileState] = field(default_factory=dict, repr=False)
+    _fingerprint: str | None = field(default=None, repr=False)
 
     @classmethod
     def open(
@@ -82,42 +114,95 @@ class Checkpoint:
         revision: str | None = None,
     ) -> Checkpoint:
         path = resolve_model_path(ref, revision)
+        config_file = path / "config.json"
+        # Its state is taken before it is read, so a change after that is caught at the end.
+        watched = _watch(path, [config_file]) if config_file.exists() or config_file.is_symlink() else {}
         config = read_config(path)
         if config.get("auto_map") and not trust_remote_code:
             raise VadasmError(
-                f"{path / 'config.json'}: model needs remote code (auto_map); "
-                "pass --trust-remote-code if you trust it"
+                f"{config_file}: model needs remote code (auto_map); pass --trust-remote-code if you trust it"
             )
-        shards = sorted(path.glob("*.safetensors"))
-        if not shards:
-            pickles = sorted(path.glob("*.bin")) + sorted(path.glob("*.pt"))
-            if not pickles:
-                raise VadasmError(f"{path}: no weights found (*.safetensors)")
-            if not allow_pickle:
-                raise VadasmError(
-                    f"{pickles[0]}: pickle weights can run arbitrary code when loaded; "
-                    "convert to safetensors or pass --allow-pickle"
-                )
-            return cls._open_pickles(path, config, pickles)
-        entries: dict[str, TensorEntry] = {}
-        files: dict[str, Path] = {}
-        for shard in _shards_in_use(path, shards):
-            for name, entry in read_header(shard).items():
-                entries[name] = entry
-                files[name] = shard
-        return cls(path, config, entries, files)
+        weights = find_weight_files(path)
+        if not weights.shards:
+            checkpoint = cls._open_pickles(path, config, allow_pickle)
+        else:
+            checkpoint = cls(path, config, {}, {})
+            try:
+                checkpoint._read_shards(weights.shards)
+                checkpoint._check_index(weights.weight_map)
+                checkpoint._check_foreign(weights.foreign)
+            except BaseException:
+                checkpoint.close()
+                raise
+        index = [path / INDEX_FILE] if weights.weight_map is not None else []
+        sidecars = check_sidecars(path, SIDECAR_FILES)
+        checkpoint._watched = {**watched, **_watch(path, index + sidecars), **checkpoint._watched}
+        shapes = {name: entry.shape for name, entry in checkpoint.entries.items()}
+        check_config_against_tensors(config_file, config, shapes)
+        return checkpoint
+
+    def _read_shards(self, shards: list[Path]) -> None:
+        """Open each shard for good, check its header, and refuse a tensor stored twice."""
+        for shard in shards:
+            handle = open_confined(self.path, shard)
+            self._handles[shard] = (handle, 0)
+            self._watched[shard] = FileState.of(os.fstat(handle.fileno()))
+            entries, raw = read_open_header(handle, shard)
+            if not entries:
+                raise VadasmError(f"{shard}: holds no tensors")
+            self._handles[shard] = (handle, 8 + len(raw))
+            self._headers[shard] = raw
+            for name, entry in entries.items():
+                if name in self.files:
+                    raise VadasmError(f"{shard}: tensor '{name}' is also stored in {self.files[name]}")
+                self.entries[name] = entry
+                self.files[name] = shard
+
+    def _check_index(self, weight_map: dict[str, Path] | None) -> None:
+        """Each tensor the index lists must be in the shard it names (unlisted ones are read, as
+        transformers reads them)."""
+        for name, shard in (weight_map or {}).items():
+            if self.files.get(name) != shard:
+                where = f"is stored in {self.files[name].name}" if name in self.files else "is in no shard"
+                raise VadasmError(f"{self.path / INDEX_FILE}: tensor '{name}' is listed in {shard.name} but {where}")
+
+    def _check_foreign(self, foreign: list[Path]) -> None:
+        """A file in another format is left alone only if it shares no tensor name with the model."""
+        for file in foreign:
+            with open_confined(self.path, file) as handle:
+                shared = sorted(set(read_open_header(handle, file)[0]) & set(self.entries))
+            if shared:
+                raise VadasmError(f"{file}: holds tensors of the model (e.g. '{shared[0]}') but is not one of "
+                                  "its weight files (refused)")
 
     @classmethod
-    def _open_pickles(cls, path: Path, config: dict, pickles: list[Path]) -> Checkpoint:
+    def _open_pickles(cls, path: Path, config: dict, allow_pickle: bool) -> Checkpoint:
+        pickles = sorted(path.glob("*.bin")) + sorted(path.glob("*.pt"))
+        if not pickles:
+            raise VadasmError(f"{path}: no weights found (*.safetensors)")
+        if not allow_pickle:
+            raise VadasmError(
+                f"{pickles[0]}: pickle weights can run arbitrary code when loaded; "
+                "convert to safetensors or pass --allow-pickle"
+            )
         tensors: dict[str, torch.Tensor] = {}
+        files: dict[str, Path] = {}
         for file in pickles:
-            state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+            try:
+                state = torch.load(confined_file(path, file), map_location="cpu", mmap=True, weights_only=True)
+            except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
+                raise VadasmError(f"{file}: cannot load ({(str(err).splitlines() or ['?'])[0][:120]})") from None
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise VadasmError(f"{file}: not a state dict of tensors")
+            for name in state:
+                if name in tensors:
+                    raise VadasmError(f"{file}: tensor '{name}' is also stored in {files[name]}")
+                files[name] = file
             tensors.update(state)
-        entries = {
-            k: TensorEntry(str(v.dtype), tuple(v.shape), 0, 0) for k, v in tensors.items()
-        }
-        files = dict.fromkeys(tensors, pickles[0])
-        return cls(path, config, entries, files, _pickled=tensors)
+        if not tensors:
+            raise VadasmError(f"{path}: the weight files hold no tensors")
+        entries = {k: TensorEntry(str(v.dtype), tuple(v.shape), 0, 0) for k, v in tensors.items()}
+        return cls(path, config, entries, files, _pickled=tensors, _watched=_watch(path, pickles))
 
     def keys(self) -> list[str]:
         return list(self.entries)
@@ -147,38 +232,32 @@ class Checkpoint:
         if self._pickled is not None:
             return self._pickled[name]
         entry = self.entries[name]
-        if entry.dtype not in SAFETENSORS_TO_TORCH:  # dtypes torch lacks a view for (fp8 ...)
-            with safe_open(str(self.files[name]), framework="pt") as handle:
-                return handle.get_tensor(name)
         return self.read_rows(name, 0, entry.shape[0] if entry.shape else 1)
 
     def read_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) of a tensor (its first dimension), read into fresh memory.
 
-        A positioned read: nothing stays mapped afterwards, so memory follows the rows being
-        processed and chunked merges of vocabulary-sized matrices stay small. `get` reads whole
-        tensors through it (0-d tensors: start=0, stop=1).
+        A positioned read from the file opened (and checked) at `open`: nothing stays mapped
+        afterwards, so memory follows the rows being processed and chunked merges of
+        vocabulary-sized matrices stay small. `get` reads whole tensors through it (0-d
+        tensors: start=0, stop=1). Zero-size tensors read as empty tensors of their shape.
         """
-        entry = self.entries[name]
-        if self._pickled is not None or entry.dtype not in SAFETENSORS_TO_TORCH:
+        if self._pickled is not None:
             tensor = self.get(name)
             return tensor[start:stop] if tensor.dim() else tensor
+        entry = self.entries[name]
         row_bytes = math.prod(entry.shape[1:]) * DTYPE_SIZES[entry.dtype]
         file = self.files[name]
-        if file not in self._files_open:
-            handle = open(file, "rb", buffering=0)  # noqa: SIM115 (kept open for the next reads)
-            (header_len,) = struct.unpack("<Q", handle.read(8))
-            self._files_open[file] = (handle, 8 + header_len)
-        handle, data_start = self._files_open[file]
+        handle, data_start = self._handles[file]
         count = stop - start if entry.shape else 1
         buffer = torch.empty(count * row_bytes, dtype=torch.uint8)
         view, position, done = memoryview(buffer.numpy()), data_start + entry.begin + start * row_bytes, 0
         while done < len(view):  # the kernel returns at most ~2 GiB per call
             read = os.preadv(handle.fileno(), [view[done:]], position + done)
             if read == 0:
-                raise VadasmError(f"{file}: file ends inside tensor '{name}'")
+                raise VadasmError(f"{file}: file ends inside tensor '{name}' (changed while being read?)")
             done += read
-        return buffer.view(SAFETENSORS_TO_TORCH[entry.dtype]).reshape(count, *entry.shape[1:])[
+        return buffer.view(_READ_AS[entry.dtype]).reshape(count, *entry.shape[1:])[
             slice(None) if entry.shape else 0]
 
     def get_checked(self, name: str) -> torch.Tensor:
@@ -195,49 +274,80 @@ class Checkpoint:
         return sum(self.num_elements(name) for name in self.entries)
 
     def sidecar_files(self) -> list[Path]:
-        return [self.path / name for name in SIDECAR_FILES if (self.path / name).is_file()]
+        """Sidecars to copy into an output; each was checked (confined, parsable) at `open`."""
+        return [self.path / name for name in SIDECAR_FILES if (self.path / name) in self._watched]
 
     def fingerprint(self) -> str:
-        """Identity for provenance: sha256 over the config and 1 MiB samples (head, middle, tail)
-        of every weight file. Cheap on 100 GB models, yet differs between any two fine-tunes."""
-        digest = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode())
-        for file in sorted(set(self.files.values())):
-            size = file.stat().st_size
-            digest.update(size.to_bytes(8, "little"))
-            with open(file, "rb") as f:
-                for offset in (0, max(0, size // 2 - _SAMPLE // 2), max(0, size - _SAMPLE)):
-                    f.seek(offset)
-                    digest.update(f.read(_SAMPLE))
-        return digest.hexdigest()
+        """Identity for provenance, computed once from the files as opened (so an input replaced
+        later does not change it): sha256 over the config, each weight file's size and full
+        header, 1 MiB samples (head, middle, tail) and the first 4 KiB of every tensor. Cheap on
+        100 GB models, equal for copies of a model, yet differs between any two fine-tunes.
+        `verify_unchanged` is the exact check that nothing was written meanwhile."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode())
+            if self._pickled is not None:
+                for file in sorted(set(self.files.values())):
+                    with open(file, "rb") as handle:
+                        _digest_file(digest, handle, self._watched[file].size, None, b"", [])
+            for file in sorted(self._handles):
+                handle, data_start = self._handles[file]
+                spans = sorted((e.begin, e.end) for n, e in self.entries.items() if self.files[n] == file)
+                _digest_file(digest, handle, self._watched[file].size, data_start, self._headers[file], spans)
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def verify_unchanged(self) -> None:
+        """Refuse if any file read from (config, index, weights, sidecars) changed since `open`.
+
+        Device, inode, size and modification time are compared, so both a write in place and an
+        atomic replacement are caught. A writer calls this before it renames its output into place.
+        """
+        for file, before in self._watched.items():
+            try:
+                now = FileState.of(os.stat(file))
+            except OSError:
+                raise VadasmError(f"{file}: changed while being read (it is gone)") from None
+            if now != before:
+                raise VadasmError(f"{file}: changed while being read")
+
+    def close(self) -> None:
+        for handle, _ in self._handles.values():
+            handle.close()
+        self._handles = {}
 
 
 _SAMPLE = 1 << 20
+_TENSOR_SAMPLE = 4096
+
+
+def _digest_file(digest, handle: BinaryIO, size: int, data_start: int | None, header: bytes,
+                 spans: list[tuple[int, int]]) -> None:
+    fd = handle.fileno()
+    digest.update(size.to_bytes(8, "little"))
+    digest.update(hashlib.sha256(header).digest())
+    for offset in (0, max(0, size // 2 - _SAMPLE // 2), max(0, size - _SAMPLE)):
+        digest.update(os.pread(fd, _SAMPLE, offset))
+    for begin, end in spans:
+        digest.update(os.pread(fd, min(_TENSOR_SAMPLE, end - begin), data_start + begin))
+
+
+def _watch(folder: Path, files: list[Path]) -> dict[Path, FileState]:
+    states = {}
+    for file in files:
+        try:
+            states[file] = FileState.of(os.stat(confined_file(folder, file)))
+        except OSError as err:
+            raise VadasmError(f"{file}: cannot read ({err.strerror})") from None
+    return states
 
 
 def read_config(path: Path) -> dict:
+    """config.json of a model folder: confined, UTF-8 JSON without repeated keys, and a plain model_type."""
     config_file = path / "config.json"
-    if not config_file.is_file():
+    if not (config_file.exists() or config_file.is_symlink()):
         raise VadasmError(f"{config_file}: config.json not found")
-    try:
-        config = json.loads(config_file.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise VadasmError(f"{config_file}: not valid JSON ({err})") from None
+    config = read_json(path, config_file, unique_keys=True)
     if not isinstance(config, dict) or "model_type" not in config:
         raise VadasmError(f"{config_file}: no 'model_type' field; not a transformers config")
+    check_model_type(config, config_file)
     return config
-
-
-def _shards_in_use(path: Path, shards: list[Path]) -> list[Path]:
-    """The shards the index names (a folder can hold stale extra files), else all shards."""
-    index_file = path / "model.safetensors.index.json"
-    if not index_file.is_file():
-        return shards
-    try:
-        weight_map = json.loads(index_file.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise VadasmError(f"{index_file}: corrupt shard index ({err})") from None
-    named = sorted({path / f for f in weight_map.values()})
-    missing = [f for f in named if not f.is_file()]
-    if missing:
-        raise VadasmError(f"{missing[0]}: shard listed in {index_file.name} is missing")
-    return named

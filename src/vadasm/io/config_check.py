@@ -1,0 +1,115 @@
+"""config.json checked against the tensors it describes.
+
+A config that disagrees with its weights (8 layers said, 4 stored; a vocabulary larger than the
+embedding) makes a merge use wrong layer positions or write a model transformers cannot load, so
+it is refused when the model is opened. The fields checked are the ones the architecture table
+names for the family (`config` in `vadasm/arch/data/<model_type>.json`); layers are counted the way
+the table assigns them, so the check and the merge agree on what a layer is.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vadasm.errors import VadasmError
+
+if TYPE_CHECKING:
+    from vadasm.arch.table import Architecture
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_model_type(config: dict, config_file: Path) -> str:
+    """model_type as a plain name: it picks a file of the architecture table, so never a path."""
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or not _PLAIN_NAME.fullmatch(model_type):
+        raise VadasmError(f"{config_file}: model_type {_show(model_type)} is not an architecture name")
+    return model_type
+
+
+def check_config_against_tensors(config_file: Path, config: dict, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a config whose numbers are not positive integers or contradict the tensors' shapes.
+
+    Families missing from the table are not checked here: the commands that need the table refuse
+    them with the list of supported ones, and blend reads them by name hints.
+    """
+    # Imported here: vadasm.arch imports vadasm.io (describe reads a Checkpoint).
+    from vadasm.arch.table import architecture_for, load_spec, supported_model_types
+
+    model_type = check_model_type(config, config_file)
+    if model_type not in supported_model_types():
+        return
+    spec = load_spec(model_type)
+    if spec.get("vision"):
+        text_config = config.get(spec["text_config_key"])
+        if text_config is not None and not isinstance(text_config, dict):
+            raise VadasmError(f"{config_file}: {spec['text_config_key']} must be an object")
+        if isinstance(text_config, dict) and text_config.get("model_type") is not None:
+            check_model_type(text_config, config_file)
+    try:
+        arch = architecture_for(config, list(shapes), source=str(config_file))
+    except VadasmError:  # a vision model whose language model the table does not list
+        return
+    sizes = _positive_sizes(config_file, arch.text.spec.get("config", {}), arch.text_config)
+    _check_layers(config_file, arch, shapes, sizes.get("num_layers"))
+    _check_embedding_shapes(config_file, arch, shapes, sizes.get("vocab_size"), sizes.get("hidden_size"))
+
+
+def _positive_sizes(config_file: Path, fields: dict, text_config: dict) -> dict[str, tuple[str, int]]:
+    """Each size the table names (num_layers, hidden_size, ...) -> (config key, value), all checked."""
+    sizes: dict[str, tuple[str, int]] = {}
+    for meaning, names in fields.items():
+        for key in [names] if isinstance(names, str) else names:
+            value = text_config.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise VadasmError(f"{config_file}: {key} must be a positive integer, found {_show(value)}")
+            sizes.setdefault(meaning, (key, value))
+    return sizes
+
+
+def _check_layers(config_file: Path, arch: Architecture, shapes: dict, num_layers: tuple[str, int] | None) -> None:
+    if num_layers is None:
+        return
+    key, expected = num_layers
+    found = {role.layer for name in shapes
+             if (role := arch.role(name)).part == "text" and role.layer is not None}
+    # DeepSeek-V3 stores its multi-token-prediction layers after the last counted one.
+    extra = arch.text_config.get("num_nextn_predict_layers")
+    allowed = [expected] + ([expected + extra] if isinstance(extra, int) and extra > 0 else [])
+    if not any(found == set(range(count)) for count in allowed):
+        raise VadasmError(f"{config_file}: {key} is {expected} but the weights hold {_describe_layers(found)}")
+
+
+def _check_embedding_shapes(config_file: Path, arch: Architecture, shapes: dict, vocab: tuple[str, int] | None,
+                            hidden: tuple[str, int] | None) -> None:
+    """The embedding (and a stored LM head) must be [vocab_size, hidden_size]."""
+    names = [*arch.text.spec.get("embed", [])[:1], arch.text.spec.get("lm_head")]
+    for text_name in filter(None, names):
+        name = arch.layout.from_text_name(text_name) if arch.layout is not None else text_name
+        shape = shapes.get(name)
+        if shape is None:
+            continue
+        if len(shape) != 2:
+            raise VadasmError(f"{config_file}: tensor '{name}' has shape {list(shape)}, expected [vocab, hidden]")
+        for pair, size, what in ((vocab, shape[0], "rows"), (hidden, shape[1], "columns")):
+            if pair is not None and pair[1] != size:
+                raise VadasmError(f"{config_file}: {pair[0]} is {pair[1]} but tensor '{name}' has {size} {what}")
+
+
+def _describe_layers(found: set[int]) -> str:
+    if not found:
+        return "no layers"
+    ordered = sorted(found)
+    if ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{len(ordered)} layers ({ordered[0]}-{ordered[-1]})"
+    shown = ", ".join(map(str, ordered[:8])) + (", ..." if len(ordered) > 8 else "")
+    return f"{len(ordered)} layers ({shown})"
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
