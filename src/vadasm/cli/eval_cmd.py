@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from vadasm.cli import app
-from vadasm.cli.common import AsJson, Device, Quiet
+from vadasm.cli.common import AsJson, Device, Quiet, check_run_flags
 from vadasm.errors import VadasmError
 
 
@@ -102,6 +102,7 @@ def eval_command(
         raise VadasmError("--ray places each model on a GPU of the cluster itself; drop --gpus (use --device cuda)")
     if workers is not None and not ray:
         raise VadasmError("--workers is for --ray (local GPUs: --gpus)")
+    device = check_run_flags(device=device, device_here=not ray)
     refs = list(model or []) + list(compare or [])
     if models_from is not None:
         refs += [str(p) for p in model_folders(models_from)]

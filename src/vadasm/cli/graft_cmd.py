@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from vadasm.cli import app
-from vadasm.cli.common import AllowPickle, AsJson, Force, Quiet, TrustRemoteCode, emit
+from vadasm.cli.common import AllowPickle, AsJson, Force, Quiet, TrustRemoteCode, check_run_flags, emit
 from vadasm.io import DEFAULT_SHARD_SIZE
 
 
@@ -90,6 +90,7 @@ def graft_command(
     from vadasm.cli.eval_cmd import resolve_model
     from vadasm.graft import GraftOptions, graft, record_scores
 
+    check_run_flags(shard_size=shard_size)
     # testbed:NAME names a built testbed artefact, as in `vadasm eval` and `vadasm tune`
     donor, recipient = str(resolve_model(donor)), str(resolve_model(recipient))
     base = str(resolve_model(base)) if base else None

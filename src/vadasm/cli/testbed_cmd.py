@@ -9,7 +9,7 @@ import torch
 import typer
 
 from vadasm.cli import app
-from vadasm.cli.common import Force, Quiet
+from vadasm.cli.common import Force, Quiet, check_run_flags
 
 testbed_app = typer.Typer(
     help="Offline test subjects: converted SmolLM2 / Gemma 3, LLaVA donors, an arithmetic recipient.",
@@ -47,6 +47,7 @@ def build_command(
     """
     from vadasm.testbed.build import BuildOptions, build, quick
 
+    check_run_flags(threads=threads)
     if threads:
         torch.set_num_threads(threads)
     options = BuildOptions(

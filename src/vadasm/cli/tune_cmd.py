@@ -10,7 +10,7 @@ import typer
 import yaml
 
 from vadasm.cli import app
-from vadasm.cli.common import AsJson, Device, Force, Quiet, emit
+from vadasm.cli.common import AsJson, Device, Force, Quiet, check_run_flags, emit
 from vadasm.errors import VadasmError
 from vadasm.merge import read_recipe_yaml
 
@@ -105,6 +105,7 @@ def tune_command(
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+    device = check_run_flags(device=device, threads=threads, device_here=not ray)
     if threads:
         import torch
 
