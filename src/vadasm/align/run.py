@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -38,7 +39,7 @@ def write_aligned(reference_ref: str | Path, model_ref: str | Path, output: str 
                   similarity_kind: str = "weights", force: bool = False, progress: bool = True) -> AlignmentReport:
     """Save `model` with its neurons and heads permuted to match `reference`: same function,
     reference's unit order. Provenance and the per-group report go to vadasm_config.json."""
-    check_output_free(Path(output), force)
+    check_output_free(Path(output), force, [reference_ref, model_ref])
     reference, model = Checkpoint.open(reference_ref), Checkpoint.open(model_ref)
     arch = architecture_for(model.config, model.keys(), str(model.path / "config.json"))
     alignment = align_checkpoints(reference, [model], arch, similarity_kind).get(model.path)
@@ -46,16 +47,17 @@ def write_aligned(reference_ref: str | Path, model_ref: str | Path, output: str 
                                                                  similarity_kind)
     write_permuted(model, alignment, output, {"reference": {"path": str(reference.path),
                                                             "fingerprint": reference.fingerprint()}},
-                   force, progress)
+                   force, progress, also_read=[reference.path])
     return report
 
 
 def write_permuted(model: Checkpoint, alignment: Alignment | None, output: str | Path, provenance: dict,
-                   force: bool = False, progress: bool = True) -> None:
-    """Stream `model` to `output` with `alignment` applied to every tensor it names."""
+                   force: bool = False, progress: bool = True, also_read: Sequence[str | Path] = ()) -> None:
+    """Stream `model` to `output` with `alignment` applied to every tensor it names (`also_read`: other
+    inputs, which the output may not touch either)."""
     names = model.keys()
     plan = [PlannedTensor(n, model.shape(n), model.get(n).dtype) for n in names]
-    with atomic_output_dir(output, force) as tmp:
+    with atomic_output_dir(output, force, [model.path, *also_read]) as tmp:
         writer = ShardedWriter(tmp, plan)
         for name in tqdm(names, desc="permute", unit="tensor", disable=not progress):
             tensor = model.get_checked(name)

@@ -136,7 +136,8 @@ def run_blend(before_ref: str, after_ref: str, output: str | Path, options: Blen
     sigma_summary: dict[str, dict] = {}
     reused = 0
     blended_set = set(blended)
-    with atomic_output_dir(output, options.force) as tmp:
+    read = [before.path, after.path, options.from_decomposition]
+    with atomic_output_dir(output, options.force, read) as tmp:
         writers = []
         for label in labels:
             (tmp / label).mkdir()

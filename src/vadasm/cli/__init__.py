@@ -13,6 +13,7 @@ import threading
 import typer
 
 from vadasm.errors import VadasmError
+from vadasm.io.output import locks_held_for_the_run
 
 app = typer.Typer(
     name="vadasm",
@@ -77,7 +78,8 @@ def main() -> None:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, _terminate) for sig in TERMINATING_SIGNALS} if in_main_thread else {}
     try:
-        app()  # click handles --help and usage errors itself (exit 2 with usage text)
+        with locks_held_for_the_run():  # an output's lock is kept from its first check to its rename
+            app()  # click handles --help and usage errors itself (exit 2 with usage text)
     except VadasmError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -45,6 +45,7 @@ from vadasm.graft.tokens import ImageTokenChoice, choose_image_token, vision_cha
 from vadasm.io import (
     DEFAULT_SHARD_SIZE,
     Checkpoint,
+    InputWatch,
     PlannedTensor,
     ShardedWriter,
     atomic_output_dir,
@@ -226,10 +227,11 @@ def graft(donor: str | Path, recipient: str | Path, output: str | Path, options:
     opts = options or GraftOptions()
     started = time.perf_counter()
     output = Path(output)
-    check_output_free(output, opts.force)
+    check_output_free(output, opts.force, _input_paths(opts, donor, recipient))
     _check_options(opts)
     open_ = {"allow_pickle": opts.allow_pickle, "trust_remote_code": opts.trust_remote_code}
     donor_ck, recipient_ck = Checkpoint.open(donor, **open_), Checkpoint.open(recipient, **open_)
+    watch = InputWatch([donor_ck, recipient_ck])  # fingerprints at open; checked again before the rename
     donor_arch = _vision_arch(donor_ck, "donor")
     recipient_arch = architecture_for(recipient_ck.config, recipient_ck.keys(), str(recipient_ck.path / "config.json"))
     if recipient_arch.has_vision:
@@ -252,6 +254,7 @@ def graft(donor: str | Path, recipient: str | Path, output: str | Path, options:
 
     # The language model: class A merges the donor's delta over the base; B/C keep the recipient.
     base_view = _base_view(opts, pair, r_text, result) if pair.label == "A" else None
+    watch.add(base_view.checkpoint if base_view else None)
     if pair.label != "A":
         result.language_model = "recipient unchanged (no shared base; cross-size deltas are not task vectors)"
     num_layers = recipient_arch.num_layers() or 1
@@ -298,7 +301,8 @@ def graft(donor: str | Path, recipient: str | Path, output: str | Path, options:
     if not opts.text_only:
         steps += _vision_steps(vision_ck, vision_arch, text_layout, projector, extra, out_dtype)
     plan = [PlannedTensor(s.name, s.shape, s.dtype) for s in steps]
-    with atomic_output_dir(output, opts.force) as tmp:
+    roles = {"donor": donor_ck, "recipient": recipient_ck, "base": base_view.checkpoint if base_view else None}
+    with atomic_output_dir(output, opts.force, _input_paths(opts, donor_ck.path, recipient_ck.path)) as tmp:
         writer = ShardedWriter(tmp, plan, parse_size(opts.shard_size))
         for step in tqdm(steps, desc=f"graft (class {pair.label})", unit="tensor", disable=not opts.progress):
             writer.write(step.name, step.compute())
@@ -311,18 +315,25 @@ def graft(donor: str | Path, recipient: str | Path, output: str | Path, options:
             _write_vision_sidecars(tmp, vision_ck, recipient_ck, r_text, r_tok, image_token, new_rows,
                                    projector, plan, sees and opts.vision_from == "recipient")
         result.tensors = len(steps)
-        result.seconds = round(time.perf_counter() - started, 3)
+        # Nothing that varies run to run (wall-clock seconds, the output path): two grafts of the same
+        # inputs give byte-identical folders. The seconds are returned and printed only.
         provenance = {
             "tool": "vadasm", "version": __version__, "kind": "graft",
             "recipe": opts.recipe(),
-            "inputs": {role: {"path": str(ck.path), "fingerprint": ck.fingerprint()}
-                       for role, ck in (("donor", donor_ck), ("recipient", recipient_ck),
-                                        ("base", base_view.checkpoint if base_view else None)) if ck},
-            "result": result.to_dict(),
+            "inputs": {role: {"path": str(ck.path), "fingerprint": watch.fingerprint(ck)}
+                       for role, ck in roles.items() if ck},
+            "result": {k: v for k, v in result.to_dict().items() if k not in ("output", "seconds")},
             "scores": {},
         }
         (tmp / "vadasm_config.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+        watch.refuse_changed("graft")
+    result.seconds = round(time.perf_counter() - started, 3)
     return result
+
+
+def _input_paths(opts: GraftOptions, donor: str | Path, recipient: str | Path) -> list[str | Path | None]:
+    """Every folder or file the graft reads: the output may not touch any of them."""
+    return [donor, recipient, opts.base, opts.calibration_images, opts.donor_data, opts.recipient_data]
 
 
 def record_scores(output: str | Path, scores: dict) -> None:

@@ -3,8 +3,10 @@
 The promise, and how it is kept:
 - an output that equals, holds or lies inside an input (symlinks resolved) is refused before any work,
   with or without `--force`, so no input can be overwritten or deleted;
-- one run at a time per destination: an exclusive `flock` on `.NAME.vadasm-lock` beside it, held from
-  the first check to the rename (a second run fails at once with one line);
+- one run at a time per destination: an exclusive `flock` on `.NAME.vadasm-lock` beside it. Inside
+  `locks_held_for_the_run()` (the CLI wraps every command in it) the lock is taken by the first check
+  and kept to the rename, so a second run fails at once with one line; a library call holds it while
+  writing, and the first check only probes it (a refused call leaves no lock file behind);
 - the existence check is repeated at rename time, and `--force` replaces only an earlier vadasm
   output (a folder holding one of `OUTPUT_MARKERS`) or an empty folder; the old one is moved aside
   and deleted only after the new one is in place;
@@ -23,8 +25,12 @@ import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vadasm.errors import VadasmError
+
+if TYPE_CHECKING:
+    from vadasm.io.checkpoint import Checkpoint
 
 # Files that mark a folder as written by vadasm (merge/graft/moe/transfer/align, blend, decompose, rotations).
 OUTPUT_MARKERS = ("vadasm_config.json", "blend_summary.json", "decomposition.json", "rotations.json")
@@ -33,15 +39,32 @@ InputPaths = Iterable[str | Path | None]
 
 _held_locks: dict[Path, tuple[int, list[Path]]] = {}  # output -> (lock fd, parent folders this run made)
 _writing: set[Path] = set()  # outputs with an atomic_output_dir open in this process
+_hold_for_the_run = False
+
+
+@contextmanager
+def locks_held_for_the_run() -> Iterator[None]:
+    """Keep each lock from `check_output_free` to the end of the write (at the latest, of this block),
+    so a concurrent run on the same output fails before it spends any time."""
+    global _hold_for_the_run
+    _hold_for_the_run = True
+    try:
+        yield
+    finally:
+        _hold_for_the_run = False
+        _release_all()
 
 
 def check_output_free(out: str | Path, force: bool, inputs: InputPaths = ()) -> None:
-    """Fail before any work if `out` touches an input or may not be replaced; then lock it.
-
-    The lock is held until the output is written by `atomic_output_dir` (or this process ends),
-    so a second run writing the same folder fails here, before it spends any time.
-    """
+    """Fail before any work if `out` touches an input, may not be replaced, or another run writes it."""
     out = _resolved(out)
+    _claim(out, force, inputs)
+    if not _hold_for_the_run and out not in _writing:
+        _release(out)
+
+
+def _claim(out: Path, force: bool, inputs: InputPaths) -> None:
+    """Every check, with the lock taken (and kept when they pass); dead runs' temp folders removed."""
     refuse_overlap(out, inputs)
     _lock(out)
     try:
@@ -79,9 +102,9 @@ def refuse_overlap(out: Path, inputs: InputPaths) -> None:
 def atomic_output_dir(out: str | Path, force: bool = False, inputs: InputPaths = ()) -> Iterator[Path]:
     """Yield a temporary folder; on success it becomes `out`, on any failure it disappears."""
     out = _resolved(out)
-    check_output_free(out, force, inputs)
     if out in _writing:
         raise RuntimeError(f"{out} is already being written by this process")
+    _claim(out, force, inputs)
     _writing.add(out)
     tmp = out.parent / f".{out.name}.vadasm-tmp-{os.getpid()}"
     try:
@@ -255,3 +278,48 @@ def _reason(err: OSError) -> str:
     if err.errno:
         return os.strerror(err.errno)
     return (str(err).splitlines() or [type(err).__name__])[0]
+
+
+class InputWatch:
+    """Each input as it was at open: its fingerprint (what provenance records) and its files' identity.
+
+    Checked again just before the rename, so an input rewritten in place or replaced during the run
+    is refused instead of merged half old, half new, and provenance names what was actually read.
+    """
+
+    def __init__(self, checkpoints: Iterable[Checkpoint | None] = ()):
+        self.checkpoints: list[Checkpoint] = []
+        self._stats: dict[int, list[tuple]] = {}
+        self._prints: dict[int, str] = {}
+        for checkpoint in checkpoints:
+            self.add(checkpoint)
+
+    def add(self, checkpoint: Checkpoint | None) -> None:
+        """Watch one more input (call it right after opening, before reading any tensor)."""
+        if checkpoint is None or id(checkpoint) in self._prints:
+            return
+        self.checkpoints.append(checkpoint)
+        self._stats[id(checkpoint)] = _file_stats(checkpoint)
+        self._prints[id(checkpoint)] = checkpoint.fingerprint()
+
+    def fingerprint(self, checkpoint: Checkpoint) -> str:
+        """The fingerprint taken at open."""
+        return self._prints[id(checkpoint)]
+
+    def refuse_changed(self, what: str) -> None:
+        for ck in self.checkpoints:
+            if _file_stats(ck) != self._stats[id(ck)] or ck.fingerprint() != self._prints[id(ck)]:
+                raise VadasmError(f"{ck.path}: changed during the {what}; nothing written")
+
+
+def _file_stats(checkpoint: Checkpoint) -> list[tuple]:
+    """Size, modification time and inode of the config and every weight file (None: gone)."""
+    stats = []
+    for file in sorted({*checkpoint.files.values(), checkpoint.path / "config.json"}):
+        try:
+            st = os.stat(file)
+        except FileNotFoundError:
+            stats.append((str(file), None))
+            continue
+        stats.append((str(file), st.st_size, st.st_mtime_ns, st.st_ino))
+    return stats

@@ -67,7 +67,7 @@ def dense_into_moe(moe_ref, base_ref, tuned_ref, output, weight: float = 1.0, sc
     started = time.perf_counter()
     if scale not in INJECT_SCALES:
         raise VadasmError(f"unknown scale '{scale}' (choose {', '.join(INJECT_SCALES)})")
-    check_output_free(Path(output), force)
+    check_output_free(Path(output), force, [moe_ref, base_ref, tuned_ref])
     moe, moe_arch = _open(moe_ref)
     base, base_arch = _open(base_ref)
     tuned, _ = _open(tuned_ref)
@@ -117,7 +117,7 @@ def moe_into_dense(dense_ref, moe_ref, output, base_ref=None, weight: float = 1.
     started = time.perf_counter()
     if method not in AGGREGATIONS:
         raise VadasmError(f"unknown aggregation '{method}' (choose {', '.join(AGGREGATIONS)})")
-    check_output_free(Path(output), force)
+    check_output_free(Path(output), force, [dense_ref, moe_ref, base_ref])
     dense, dense_arch = _open(dense_ref)
     moe, moe_arch = _open(moe_ref)
     base = Checkpoint.open(base_ref) if base_ref else dense
@@ -195,7 +195,7 @@ def _write(output, recipient: Checkpoint, produce: Callable[[str], torch.Tensor 
     """Stream the recipient's tensor list through `produce` (None = keep), then provenance."""
     names = sorted(recipient.keys(), key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)])
     plan = [PlannedTensor(n, recipient.shape(n), recipient.get(n).dtype) for n in names]
-    with atomic_output_dir(output, force) as tmp:
+    with atomic_output_dir(output, force, [c.path for c in inputs]) as tmp:
         writer = ShardedWriter(tmp, plan)
         for item in tqdm(plan, desc=result.direction, unit="tensor", disable=not progress):
             new = produce(item.name)

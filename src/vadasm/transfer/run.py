@@ -71,7 +71,7 @@ def language_transfer(recipient_ref, donor_ref, output, donor_base_ref=None,
     output = Path(output)
     control = output.with_name(output.name + CONTROL_SUFFIX)
     for path in (output, control):
-        check_output_free(path, opts.force)
+        check_output_free(path, opts.force, [recipient_ref, donor_ref, donor_base_ref])
     recipient, r_arch = _open_text(recipient_ref)
     donor, d_arch = _open_text(donor_ref)
     base = _open_text(donor_base_ref)[0] if donor_base_ref else None
@@ -210,7 +210,9 @@ def _write_pair(recipient: Checkpoint, output: Path, control: Path, delta, opts:
     squared = {"delta": 0.0, "control": 0.0}
     names = sorted(recipient.keys(), key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)])
     plan = [PlannedTensor(n, recipient.shape(n), recipient.get(n).dtype) for n in names]
-    with atomic_output_dir(output, opts.force) as out_tmp, atomic_output_dir(control, opts.force) as ctl_tmp:
+    read = [c.path for c in inputs]
+    with (atomic_output_dir(output, opts.force, read) as out_tmp,
+          atomic_output_dir(control, opts.force, read) as ctl_tmp):
         writers = ShardedWriter(out_tmp, plan), ShardedWriter(ctl_tmp, plan)
         for item in tqdm(plan, desc="language transfer", unit="tensor", disable=not opts.progress):
             tensor = recipient.get_checked(item.name)
