@@ -113,8 +113,8 @@ def tune_command(
     space = space_from_specs(param)
     if (recipe is None) == (donor is None):
         raise VadasmError("give either --recipe (merge) or --donor (graft)")
-    if output is not None:
-        check_output_free(output, force)
+    if output is not None:  # the winner's build checks its resolved inputs again
+        check_output_free(output, force, [recipe, donor, recipient, base])
     if recipe is not None:
         # placeholders stay strings until each trial fills them in; paths absolute for workers elsewhere
         template = absolute_model_paths(read_recipe_yaml(recipe))
