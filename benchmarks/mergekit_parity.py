@@ -6,8 +6,11 @@ mergekit runs from its own environment (it pins its own dependencies), given by 
 
     python benchmarks/mergekit_parity.py --mergekit /path/to/venv/bin/mergekit-yaml
 
-DARE's random masks come from different generators in the two tools, so DARE is compared at
-density 1 (no dropping), where both reduce to the deterministic part of the computation.
+DARE's and DELLA's random masks come from different generators in the two tools, so they are
+compared at density 1 (no dropping), where both reduce to the deterministic part of the
+computation, and, with dropping on, by the statistics of what one pruned fine-tune keeps
+(cases with "stats": fraction of entries changed from the base, mean |change| of those).
+`--methods a,b` runs only those cases.
 """
 
 from __future__ import annotations
@@ -36,12 +39,30 @@ RECIPES = {
                                                      {"weight": 0.4, "density": 1.0}]},
     "slerp": {"parameters": {"t": [{"filter": "self_attn", "value": [0.0, 0.5, 1.0]}, {"value": 0.3}]},
               "model_params": [{}]},
+    "model_stock": {"parameters": {}, "model_params": [{}, {}]},
+    "model_stock filter_wise": {"method": "model_stock", "parameters": {"filter_wise": True},
+                                "model_params": [{}, {}]},
+    "sce": {"parameters": {"select_topk": 0.4}, "model_params": [{}, {}]},
+    "breadcrumbs": {"parameters": {}, "model_params": [{"weight": 0.6, "density": 0.7, "gamma": 0.05},
+                                                       {"weight": 0.4, "density": 0.5, "gamma": 0.02}]},
+    "breadcrumbs_ties": {"parameters": {"rescale": True}, "model_params": [
+        {"weight": 0.6, "density": 0.7, "gamma": 0.05}, {"weight": 0.4, "density": 0.5, "gamma": 0.02}]},
+    "della density 1": {"method": "della", "parameters": {"lambda": 0.9},
+                        "model_params": [{"weight": 0.6, "density": 1.0}, {"weight": 0.4, "density": 1.0}]},
+    "della_linear density 1": {"method": "della_linear", "parameters": {},
+                               "model_params": [{"weight": 0.6, "density": 1.0}, {"weight": 0.4, "density": 1.0}]},
+    "della": {"stats": True, "parameters": {}, "model_params": [{"weight": 1.0, "density": 0.6, "epsilon": 0.3}]},
+    "della_linear": {"stats": True, "parameters": {"rescale": False},
+                     "model_params": [{"weight": 1.0, "density": 0.3, "epsilon": 0.2}]},
+    "dare_linear density 0.4": {"method": "dare_linear", "stats": True, "parameters": {},
+                                "model_params": [{"weight": 1.0, "density": 0.4}]},
 }
 
 
-def recipe(method: str, base: Path, models: list[Path]) -> dict:
+def recipe(case: str, base: Path, models: list[Path]) -> dict:
     """The same recipe for both tools; slerp interpolates the base with the first fine-tune."""
-    spec = RECIPES[method]
+    spec = RECIPES[case]
+    method = spec.get("method", case)
     entries = [{"model": str(m), "parameters": p} for m, p in zip(models, spec["model_params"])]
     raw = {"merge_method": method, "models": entries, "parameters": spec["parameters"], "dtype": "float32"}
     if method != "linear":
@@ -56,7 +77,12 @@ def main() -> None:
     parser.add_argument("--mergekit", required=True, help="path to the mergekit-yaml executable")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--methods", help="comma-separated cases of RECIPES to run (default: all)")
     args = parser.parse_args()
+    cases = args.methods.split(",") if args.methods else list(RECIPES)
+    unknown = set(cases) - set(RECIPES)
+    if unknown:
+        raise SystemExit(f"unknown case(s) {sorted(unknown)}; known: {', '.join(RECIPES)}")
     work = Path(tempfile.mkdtemp(prefix="vadasm-parity-"))
     shape = dict(hidden_size=args.hidden, intermediate_size=args.hidden * 2, num_hidden_layers=args.layers,
                  num_attention_heads=8, num_key_value_heads=4)
@@ -65,7 +91,8 @@ def main() -> None:
     print("| method | tensors | max abs diff vadasm vs mergekit | max |merged - base| |")
     print("|---|---|---|---|")
     worst = 0.0
-    for method in RECIPES:
+    stats_rows = []
+    for method in cases:
         raw = recipe(method, base, models)
         (work / f"{method}.yaml").write_text(yaml.safe_dump(raw))
         ours, theirs = work / f"ours-{method}", work / f"theirs-{method}"
@@ -80,11 +107,32 @@ def main() -> None:
         missing = set(a) ^ set(b)
         if missing:
             raise SystemExit(f"{method}: tensor names differ: {sorted(missing)[:5]}")
+        if RECIPES[method].get("stats"):
+            stats_rows.append((method, kept_stats(a, base_w), kept_stats(b, base_w)))
+            continue
         diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
         moved = max((a[k].float() - base_w[k].float()).abs().max().item() for k in a)
         worst = max(worst, diff)
         print(f"| {method} | {len(a)} | {diff:.3g} | {moved:.3g} |")
     print(f"\nworst difference {worst:.3g} ({'within fp32 rounding' if worst < 1e-5 else 'NOT EQUAL'})")
+    if stats_rows:
+        print("\nrandom pruning of one fine-tune (different generators): what the merge keeps of its delta")
+        print("| case | fraction changed vadasm / mergekit | mean abs change vadasm / mergekit | ratio |")
+        print("|---|---|---|---|")
+        for case, (f_a, m_a), (f_b, m_b) in stats_rows:
+            print(f"| {case} | {f_a:.4f} / {f_b:.4f} | {m_a:.4g} / {m_b:.4g} | {m_a / m_b:.4f} |")
+
+
+def kept_stats(merged: dict, base: dict) -> tuple[float, float]:
+    """Over all tensors: the fraction of entries that differ from the base, and their mean |difference|."""
+    changed, total, size = 0, 0, 0.0
+    for name, tensor in merged.items():
+        delta = tensor.float() - base[name].float()
+        kept = delta != 0
+        changed += int(kept.sum())
+        total += delta.numel()
+        size += float(delta[kept].abs().sum())
+    return changed / total, size / max(1, changed)
 
 
 if __name__ == "__main__":
