@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from vadasm.cli import app
-from vadasm.cli.common import AllowPickle, AsJson, Device, Force, Quiet, TrustRemoteCode, emit
+from vadasm.cli.common import AllowPickle, AsJson, Device, Force, Quiet, TrustRemoteCode, check_run_flags, emit
 from vadasm.errors import VadasmError
 from vadasm.io import DEFAULT_SHARD_SIZE
 from vadasm.merge import MergeOptions, load_recipe, recipe_from_dict, run_merge
@@ -55,6 +55,7 @@ def merge(
 
     Example: vadasm merge examples/ties.yaml ./merged
     """
+    device = check_run_flags(device=device, threads=threads, shard_size=shard_size)
     if len(paths) == 2:
         raw = load_recipe(paths[0]).model_dump(exclude_none=True)
     elif len(paths) == 1:
@@ -71,6 +72,7 @@ def merge(
     lines = [f"merged {result.merged}/{result.tensors} tensors ({result.architecture}, {result.merge_method}) "
              f"-> {result.output} in {result.seconds:.1f}s"]
     lines += [f"  not merged: {a.name}: {a.action} ({a.reason})" for a in result.not_merged]
+    lines += [f"  note: {note}" for note in result.notes]
     for report in result.alignment or []:
         summary = report["summary"]
         lines.append(f"  aligned {report['model']}: {summary['moved_fraction']:.1%} of units moved, distance to "

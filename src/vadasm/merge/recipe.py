@@ -104,7 +104,10 @@ class MergeConfig(BaseModel):
         For a `models:` recipe; a `slices:` recipe has these per slice (vadasm.merge.slices)."""
         method = get_method(self.merge_method)
         if method.base_is_input:
-            return list(self.models or [])
+            models = list(self.models or [])
+            if method.base_joins_inputs and self.base_model and self.base_model not in {m.model for m in models}:
+                models.append(ModelConfig(model=self.base_model))  # mergekit merges it as one more input
+            return models
         return [m for m in self.models or [] if m.model != self.base_model]
 
     def referenced_models(self) -> list[str]:

@@ -37,6 +37,7 @@ from vadasm.merge.plan import TensorAction, natural_key, plan_tensors  # noqa: F
 from vadasm.merge.recipe import MergeConfig, resolve_setting
 from vadasm.merge.slices import LayerSlice, SliceInput, is_identity, output_config, resolve_slices
 from vadasm.methods import get_method
+from vadasm.methods.registry import ignored_settings
 from vadasm.methods.sparsify import magnitude_cuts
 
 # Entries per input in one chunk of a row-wise merge (4 MiB in fp32). Small on purpose: glibc recycles
@@ -58,6 +59,7 @@ class MergeResult:
     not_merged: list[TensorAction] = field(default_factory=list)
     seconds: float = 0.0
     alignment: list[dict] | None = None  # per input model, when aligned (vadasm.align reports)
+    notes: list[str] = field(default_factory=list)  # e.g. a mergekit parameter the method ignores
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,6 +88,7 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
     output = Path(output)
     check_output_free(output, options.force)
     method = get_method(recipe.merge_method)
+    notes = ignored_settings(method, recipe.model_dump(exclude_none=True))
 
     checkpoints = _open_all(recipe, options)
     reference = checkpoints[recipe.base_model or recipe.referenced_models()[0]]
@@ -140,6 +143,8 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
             "architecture": arch.model_type,
             "not_merged": [asdict(a) for a in actions if a.action != "merge"],
         }
+        if notes:
+            provenance["notes"] = notes
         if options.align:
             provenance["alignment"] = [a.report.to_dict() for a in alignments.values()]
         (tmp / "vadasm_config.json").write_text(json.dumps(provenance, indent=2) + "\n")
@@ -148,7 +153,7 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
         output=str(output), merge_method=method.name, architecture=arch.model_type, tensors=len(actions),
         merged=merged, not_merged=[a for a in actions if a.action != "merge"],
         seconds=round(time.perf_counter() - started, 3),
-        alignment=[a.report.to_dict() for a in alignments.values()] if options.align else None,
+        alignment=[a.report.to_dict() for a in alignments.values()] if options.align else None, notes=notes,
     )
 
 

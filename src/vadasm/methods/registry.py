@@ -144,3 +144,24 @@ def get_method(name: str) -> MergeMethod:
 def method_names(*, needs_data: bool | None = None) -> list[str]:
     """Registered method names, sorted; `needs_data` filters data-aware (or data-free) methods."""
     return sorted(n for n, m in METHODS.items() if needs_data is None or m.needs_data == needs_data)
+
+
+def ignored_settings(method: MergeMethod, recipe: Any) -> list[str]:
+    """One note per parameter the recipe sets that `method` accepts only for mergekit's sake and ignores.
+
+    `recipe` is the recipe as plain data; every `parameters:` block in it is looked at (global, per
+    model, per slice and source), so the note does not depend on where the setting was written.
+    """
+    def blocks(node: Any):
+        if isinstance(node, dict):
+            if isinstance(node.get("parameters"), dict):
+                yield node["parameters"]
+            for value in node.values():
+                yield from blocks(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from blocks(value)
+
+    names = {p.name for p in method.params if p.ignored}
+    used = sorted({key for block in blocks(recipe) for key in block} & names)
+    return [f"'{name}' is accepted for mergekit recipes but {method.name} ignores it" for name in used]
