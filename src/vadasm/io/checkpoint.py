@@ -300,7 +300,9 @@ class Checkpoint:
         """Refuse if any file read from (config, index, weights, sidecars) changed since `open`.
 
         Device, inode, size and modification time are compared, so both a write in place and an
-        atomic replacement are caught. A writer calls this before it renames its output into place.
+        atomic replacement are caught; weight headers are also read again, as a write within the
+        file system's timestamp tick keeps the modification time. A writer calls this before it
+        renames its output into place.
         """
         for file, before in self._watched.items():
             try:
@@ -308,6 +310,9 @@ class Checkpoint:
             except OSError:
                 raise VadasmError(f"{file}: changed while being read (it is gone)") from None
             if now != before:
+                raise VadasmError(f"{file}: changed while being read")
+        for file, (handle, data_start) in self._handles.items():
+            if os.pread(handle.fileno(), data_start, 0)[8:] != self._headers[file]:
                 raise VadasmError(f"{file}: changed while being read")
 
     def close(self) -> None:

@@ -104,10 +104,10 @@ def _describe_layers(found: set[int]) -> str:
     if not found:
         return "no layers"
     ordered = sorted(found)
-    if ordered == list(range(ordered[0], ordered[-1] + 1)):
-        return f"{len(ordered)} layers ({ordered[0]}-{ordered[-1]})"
-    shown = ", ".join(map(str, ordered[:8])) + (", ..." if len(ordered) > 8 else "")
-    return f"{len(ordered)} layers ({shown})"
+    count = f"{len(ordered)} layer{'s' if len(ordered) > 1 else ''}"
+    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{count} ({ordered[0]}-{ordered[-1]})"
+    return f"{count} ({', '.join(map(str, ordered[:8]))}{', ...' if len(ordered) > 8 else ''})"
 
 
 def _show(value: object) -> str:
