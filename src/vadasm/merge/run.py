@@ -26,6 +26,7 @@ from vadasm.errors import VadasmError
 from vadasm.io import (
     DEFAULT_SHARD_SIZE,
     Checkpoint,
+    InputWatch,
     PlannedTensor,
     ShardedWriter,
     atomic_output_dir,
@@ -86,11 +87,12 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
     options = options or MergeOptions()
     started = time.perf_counter()
     output = Path(output)
-    check_output_free(output, options.force)
+    check_output_free(output, options.force, recipe.referenced_models())
     method = get_method(recipe.merge_method)
     notes = ignored_settings(method, recipe.model_dump(exclude_none=True))
 
     checkpoints = _open_all(recipe, options)
+    watch = InputWatch(checkpoints.values())  # fingerprints at open (provenance); checked again before the rename
     reference = checkpoints[recipe.base_model or recipe.referenced_models()[0]]
     arch = _common_architecture(reference, list(checkpoints.values()))
     out_dtype_name = options.dtype or recipe.out_dtype or recipe.dtype
@@ -116,7 +118,8 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(options.threads)
-    with atomic_output_dir(output, options.force) as tmp, _restore_threads(threads_before):
+    read = [c.path for c in checkpoints.values()]
+    with atomic_output_dir(output, options.force, read) as tmp, _restore_threads(threads_before):
         writer = ShardedWriter(tmp, plan, parse_size(options.shard_size))
         for action in tqdm(actions, desc=f"merge ({method.name})", unit="tensor", disable=not options.progress):
             piece = slices[action.slice]
@@ -138,7 +141,7 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
         provenance = {
             "tool": "vadasm", "version": __version__, "kind": "merge",
             "recipe": recipe.model_dump(exclude_none=True),
-            "inputs": [{"ref": ref, "path": str(c.path), "fingerprint": c.fingerprint()}
+            "inputs": [{"ref": ref, "path": str(c.path), "fingerprint": watch.fingerprint(c)}
                        for ref, c in checkpoints.items()],
             "architecture": arch.model_type,
             "not_merged": [asdict(a) for a in actions if a.action != "merge"],
@@ -148,6 +151,7 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
         if options.align:
             provenance["alignment"] = [a.report.to_dict() for a in alignments.values()]
         (tmp / "vadasm_config.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        watch.refuse_changed("merge")  # an input rewritten or replaced meanwhile: nothing written
 
     return MergeResult(
         output=str(output), merge_method=method.name, architecture=arch.model_type, tensors=len(actions),
