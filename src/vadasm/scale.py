@@ -54,6 +54,7 @@ def connect(ray: Any, address: str, num_cpus: int | None = None) -> bool:
     """
     if ray.is_initialized():
         return False
+    _check_reachable(address)
     try:
         if address == "local":
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
@@ -68,6 +69,17 @@ def connect(ray: Any, address: str, num_cpus: int | None = None) -> bool:
                 "(or ~/.ray/auth_token) to the cluster's token, from `ray get-auth-token` on the head node") from None
         raise
     return True
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A HOST:PORT nobody answers at is one line now; `ray.init` would retry it for minutes."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or "://" in address:
+        return  # 'auto', 'local', ray://... : Ray reports those itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise VadasmError(f"--ray {address}: no Ray head answers there ({err.strerror or err}); {START_HINT}") from None
 
 
 def _is_auth_error(ray: Any, err: Exception) -> bool:
