@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -42,8 +43,9 @@ def test_merge_of_each_architecture_loads_and_generates(tmp_path, model_type):
 
 def test_linear_merge_of_a_model_with_itself_is_that_model(tmp_path, llama_trio):
     base, _, _ = llama_trio
+    twin = shutil.copytree(base, tmp_path / "twin")  # one folder listed twice is refused as a likely mistake
     recipe = recipe_from_dict({"merge_method": "linear", "models": [
-        {"model": str(base), "parameters": {"weight": 0.3}}, {"model": str(base), "parameters": {"weight": 0.7}}]})
+        {"model": str(base), "parameters": {"weight": 0.3}}, {"model": str(twin), "parameters": {"weight": 0.7}}]})
     run_merge(recipe, tmp_path / "out", QUIET)
     merged, original = _weights(tmp_path / "out"), _weights(base)
     for name in original:

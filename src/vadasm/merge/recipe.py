@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vadasm.errors import VadasmError
+from vadasm.merge.recipe_params import check_recipe
+from vadasm.merge.recipe_yaml import RecipeYamlError, load_yaml_file
 from vadasm.methods import get_method
 
 # mergekit keys we accept but that change nothing here (documented in docs/recipes.md).
@@ -91,6 +92,7 @@ class MergeConfig(BaseModel):
                 raise ValueError(
                     f"{where}: unknown parameter(s) {sorted(unknown)} for '{method.name}' (known: {sorted(known)})"
                 )
+        check_recipe(self, method)  # every value typed and range-checked; whole-recipe rules (recipe_params)
         if self.tokenizer_source not in (None, "base") and self.tokenizer_source not in set(
             self.referenced_models()
         ):
@@ -128,14 +130,17 @@ def _input_groups(recipe: MergeConfig) -> list[tuple[str, list[ModelConfig], str
 
 
 def read_recipe_yaml(path: str | Path) -> dict:
-    """The recipe file as a plain mapping, with one-line errors for missing or malformed files."""
+    """The recipe file as a plain mapping, with one-line errors for missing or malformed files.
+
+    Read by `recipe_yaml`: at most 1 MB, UTF-8, aliases and nesting bounded, duplicate keys refused.
+    """
     path = Path(path)
     if not path.is_file():
         raise VadasmError(f"{path}: recipe file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise VadasmError(f"{path}: not valid YAML ({err})") from None
+        raw = load_yaml_file(path)
+    except RecipeYamlError as err:
+        raise VadasmError(f"{path}: {err}") from None
     if not isinstance(raw, dict):
         raise VadasmError(f"{path}: a recipe is a YAML mapping with at least 'merge_method' and 'models'")
     return raw
@@ -153,10 +158,17 @@ def recipe_from_dict(raw: dict, source: str = "recipe") -> MergeConfig:
         return MergeConfig.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "recipe"
-        raise VadasmError(f"{source}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+        where = ".".join(str(p) for p in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise VadasmError(_capped(f"{source}: {where + ': ' if where else ''}{message}")) from None
     except VadasmError as err:
-        raise VadasmError(f"{source}: {err}") from None
+        raise VadasmError(_capped(f"{source}: {err}")) from None
+
+
+def _capped(line: str, limit: int = 300) -> str:
+    """One error line, however large the values or keys it quotes."""
+    line = " ".join(line.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def resolve_setting(setting: Any, tensor_name: str, t: float) -> Any:
