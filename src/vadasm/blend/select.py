@@ -1,9 +1,10 @@
 """Which tensors a blend, decomposition or rotation analysis acts on.
 
 Patterns are shell globs matched against the whole tensor name (`*.mlp.*`), or regular
-expressions searched in it when prefixed with `re:` (`re:layers\\.(0|1)\\.`). Token embeddings
-and the LM head are left out unless asked for: their SVD is the most expensive (vocabulary-sized)
-and blending them rarely helps.
+expressions searched in it when prefixed with `re:` (`re:layers\\.(0|1)\\.`). `include_embeddings`
+says whether token embeddings and the LM head are processed: `vadasm blend` does so by default, as
+the seed did (every 2-D weight); `decompose` and `rotations` leave them out unless asked for, as
+their vocabulary-sized SVDs are the most expensive and rarely what an analysis is about.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from vadasm.errors import VadasmError
 
 _LAYER = re.compile(r"\.(\d+)\.")
 _EMBED_HINTS = ("embed", "lm_head", "wte", "wpe", "word_embeddings")
+# The reason given for an embedding or LM head left out by `include_embeddings=False`.
+EMBEDDINGS_NOT_SELECTED = "not_selected: embedding or lm_head (pass --include-embeddings)"
 
 
 def _compile(pattern: str):
@@ -47,7 +50,7 @@ class TensorSelector:
         if any(match(name) for match in self._exclude):
             return "not_selected: matches an --exclude pattern"
         if not self.include_embeddings and roles.is_embedding(name):
-            return "not_selected: embedding or lm_head (pass --include-embeddings)"
+            return EMBEDDINGS_NOT_SELECTED
         return None
 
 

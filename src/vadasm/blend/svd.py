@@ -73,6 +73,22 @@ def blend_weights(
         yield alpha, torch.add(base, shift, alpha=1.0 - alpha)
 
 
+def interpolate_weights(
+    w_before: torch.Tensor, w_after: torch.Tensor, alphas: Sequence[float]
+) -> Iterator[tuple[float, torch.Tensor]]:
+    """Yield `(alpha, a*W_after + (1-a)*W_before)`: the plain linear path, used where no SVD is wanted.
+
+    Alpha 1 yields `w_after` and alpha 0 `w_before` themselves (same dtype and bits); others are fp32.
+    """
+    for alpha in alphas:
+        if alpha == 1.0:
+            yield alpha, w_after
+        elif alpha == 0.0:
+            yield alpha, w_before
+        else:
+            yield alpha, torch.lerp(w_before.to(torch.float32), w_after.to(torch.float32), alpha)
+
+
 def blended_spectrum(
     s_after: torch.Tensor, s_before: torch.Tensor, alpha: float, rank: int | None = None
 ) -> torch.Tensor:

@@ -5,6 +5,15 @@ The flow for one weight: read after and before -> one SVD of the after-weight (o
 for each alpha, `W_after + (1-a) * shift` goes straight into that alpha's writer. Every alpha folder
 has its own `ShardedWriter`, all inside one atomic output folder, so memory stays a few times the
 largest matrix and a failure leaves nothing behind.
+
+As in the seed, every 2-D weight is blended by default, token embeddings and LM head included.
+With `include_embeddings=False` those skip the SVD and follow the linear path
+`a*W_after + (1-a)*W_before` instead (alpha 0 is the before tensor, alpha 1 the after tensor, bit
+for bit), listed in `skipped_keys` as `excluded_embeddings`. Every other tensor that is not
+blended is copied from the after model, with the seed's reason.
+
+The folders are byte-identical run to run for the same inputs: no clock time or output path is
+written inside them, and the sigma log's header has a fixed order.
 """
 
 from __future__ import annotations
@@ -21,8 +30,8 @@ from tqdm import tqdm
 
 from vadasm import __version__
 from vadasm.blend.decompose import DecompositionStore, is_float_matrix
-from vadasm.blend.select import TensorRoles, TensorSelector
-from vadasm.blend.svd import Svd, blend_weights, sigma_shift, singular_values_fp32, svd_fp32
+from vadasm.blend.select import EMBEDDINGS_NOT_SELECTED, TensorRoles, TensorSelector
+from vadasm.blend.svd import Svd, blend_weights, interpolate_weights, sigma_shift, singular_values_fp32, svd_fp32
 from vadasm.errors import VadasmError
 from vadasm.io import (
     DEFAULT_SHARD_SIZE,
@@ -36,12 +45,19 @@ from vadasm.io import (
 META_FILE = "svd_blend_meta.json"
 SIGMA_LOG = "sigma_logs.safetensors"
 SIGMA_SUMMARY = "sigma_logs.json"
+SUMMARY_FILE = "blend_summary.json"
+EXCLUDED_EMBEDDINGS = "excluded_embeddings"
+LINEAR_RULE = "linear: a*W_after + (1-a)*W_before (alpha 0 = before, alpha 1 = after, exactly)"
+
+
+def _every_2d_weight() -> TensorSelector:
+    return TensorSelector(include_embeddings=True)
 
 
 @dataclass
 class BlendOptions:
     alphas: list[float]
-    selector: TensorSelector = field(default_factory=TensorSelector)
+    selector: TensorSelector = field(default_factory=_every_2d_weight)
     rank: int | None = None
     dtype: torch.dtype | None = None
     device: str = "cpu"
@@ -81,9 +97,13 @@ def alpha_labels(alphas: list[float]) -> list[str]:
 
 
 def plan_blend(after: Checkpoint, before: Checkpoint, selector: TensorSelector, roles: TensorRoles,
-               store: DecompositionStore | None) -> tuple[list[str], dict[str, str]]:
-    """Which after-tensors get blended, and why each other one is copied (from shapes alone)."""
-    blended, skipped = [], {}
+               store: DecompositionStore | None) -> tuple[list[str], list[str], dict[str, str]]:
+    """(SVD-blended, linearly interpolated, skipped with reason) after-tensors, from shapes alone.
+
+    The interpolated ones (embeddings left out of the SVD) are listed in `skipped` too, with reason
+    `excluded_embeddings`, so that blended + skipped covers every tensor as in the seed's meta.
+    """
+    blended, interpolated, skipped = [], [], {}
     for name in after.keys():
         shape, dtype = after.shape(name), after.entries[name].dtype
         if name not in before:
@@ -98,11 +118,14 @@ def plan_blend(after: Checkpoint, before: Checkpoint, selector: TensorSelector, 
             reason = selector.reason_to_skip(name, roles)
         if reason is None and store is not None and name in store and tuple(store.tensors[name]["shape"]) != shape:
             reason = "sigma_mismatch"
-        if reason:
+        if reason == EMBEDDINGS_NOT_SELECTED:
+            interpolated.append(name)
+            skipped[name] = EXCLUDED_EMBEDDINGS
+        elif reason:
             skipped[name] = reason
         else:
             blended.append(name)
-    return blended, skipped
+    return blended, interpolated, skipped
 
 
 def _check_svd(svd: Svd, shape: tuple[int, ...], rank: int | None) -> bool:
@@ -129,13 +152,13 @@ def run_blend(before_ref: str, after_ref: str, output: str | Path, options: Blen
             which = "the before model" if store.fingerprint == before_print else store.source
             raise VadasmError(f"{store.folder}: decomposition of {which}, not of the after model {after.path}")
     roles = TensorRoles(after.config, after.keys())
-    blended, skipped = plan_blend(after, before, options.selector, roles, store)
+    blended, interpolated, skipped = plan_blend(after, before, options.selector, roles, store)
     plan = [PlannedTensor(n, after.shape(n), _out_dtype(after.dtype(n), options.dtype)) for n in after.keys()]
 
     sigma_log: dict[str, torch.Tensor] = {}
     sigma_summary: dict[str, dict] = {}
     reused = 0
-    blended_set = set(blended)
+    blended_set, interpolated_set = set(blended), set(interpolated)
     read = [before.path, after.path, options.from_decomposition]
     with atomic_output_dir(output, options.force, read) as tmp:
         writers = []
@@ -145,6 +168,11 @@ def run_blend(before_ref: str, after_ref: str, output: str | Path, options: Blen
         for planned in tqdm(plan, desc="blend", unit="tensor", disable=not options.progress):
             name = planned.name
             w_after = after.get_checked(name)
+            if name in interpolated_set:
+                pairs = interpolate_weights(before.get_checked(name), w_after, options.alphas)
+                for writer, (_, w) in zip(writers, pairs, strict=True):
+                    writer.write(name, w)
+                continue
             spectra = None
             if name in blended_set:
                 stored = store.get(name) if store is not None and name in store else None
@@ -174,6 +202,7 @@ def run_blend(before_ref: str, after_ref: str, output: str | Path, options: Blen
         recipe = {
             "rank": options.rank, "include": options.selector.include, "exclude": options.selector.exclude,
             "include_embeddings": options.selector.include_embeddings,
+            "excluded_embeddings": None if options.selector.include_embeddings else LINEAR_RULE,
             "dtype": str(options.dtype).removeprefix("torch.") if options.dtype else None,
             "from_decomposition": options.from_decomposition, "architecture_known": roles.known,
         }
@@ -186,7 +215,8 @@ def run_blend(before_ref: str, after_ref: str, output: str | Path, options: Blen
         }
         for label, alpha in zip(labels, options.alphas, strict=True):
             _write_folder_files(after, tmp / label, alpha, inputs, recipe, details, options.dtype)
-        save_file(sigma_log, str(tmp / SIGMA_LOG), metadata={"rank": str(options.rank), "format": "vadasm-sigma-v1"})
+        # One metadata key: safetensors writes several in a random order (the rank is in the meta).
+        save_file(sigma_log, str(tmp / SIGMA_LOG), metadata={"format": "vadasm-sigma-v1"})
         (tmp / SIGMA_SUMMARY).write_text(json.dumps(sigma_summary, indent=2) + "\n")
         counts: dict[str, int] = {}
         for reason in skipped.values():
@@ -197,8 +227,15 @@ def run_blend(before_ref: str, after_ref: str, output: str | Path, options: Blen
             tensors=len(plan), blended=len(blended_keys), skipped=counts, reused_decompositions=reused,
             seconds=round(time.perf_counter() - start, 3),
         )
-        (tmp / "blend_summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        (tmp / SUMMARY_FILE).write_text(json.dumps(_summary_file(result, labels), indent=2) + "\n")
     return result
+
+
+def _summary_file(result: BlendResult, labels: list[str]) -> dict:
+    """`blend_summary.json`: the result without clock time or absolute paths, so runs compare equal."""
+    summary = {k: v for k, v in result.to_dict().items() if k not in ("output", "seconds")}
+    summary["folders"] = {label: label for label in labels}
+    return summary
 
 
 def _spectra(w_after: torch.Tensor, w_before: torch.Tensor, stored: Svd | None, options: BlendOptions

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from vadasm.blend import BlendOptions, TensorSelector, run_blend, run_decompose, run_rotations
+from vadasm.blend.sweep import EXCLUDED_EMBEDDINGS
 from vadasm.cli import app
 from vadasm.cli.common import (
     AllowPickle,
@@ -28,6 +29,13 @@ Exclude = Annotated[list[str] | None, typer.Option(
     "--exclude", help="Leave out tensors matching this glob or 're:REGEX'. Repeatable.")]
 IncludeEmbeddings = Annotated[bool, typer.Option(
     "--include-embeddings", help="Also process token embeddings and the LM head (off: vocabulary-sized SVDs).")]
+BlendEmbeddings = Annotated[bool, typer.Option(
+    "--include-embeddings/--exclude-embeddings",
+    help="Token embeddings and LM head: SVD-blended like every other 2-D weight (default, as the seed), "
+         "or left out of the SVD and interpolated linearly, a*W_after + (1-a)*W_before, so alpha 0 has "
+         "the before model's and alpha 1 the after model's exactly (recorded in svd_blend_meta.json).")]
+
+
 def parse_alphas(text: str) -> list[float]:
     try:
         alphas = [float(part) for part in text.split(",") if part.strip()]
@@ -52,7 +60,7 @@ def blend(
         help="Reuse the after model's SVDs from a 'vadasm decompose' folder instead of computing them.")] = None,
     include: Include = None,
     exclude: Exclude = None,
-    include_embeddings: IncludeEmbeddings = False,
+    include_embeddings: BlendEmbeddings = True,
     dtype: Annotated[str | None, typer.Option(
         help="Output dtype (float32, bfloat16, float16); default: each tensor keeps the after model's.")] = None,
     shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB, 500MB.")] = DEFAULT_SHARD_SIZE,
@@ -65,17 +73,25 @@ def blend(
 ) -> None:
     """Blend the singular values of a before/after pair for a sweep of alphas.
 
-    For every 2-D weight present in both models with equal shapes:
+    For every 2-D weight present in both models with equal shapes (token
+    embeddings and LM head included, as in the seed):
     S = a*S_after + (1-a)*S_before, keeping U and Vh of the after model, i.e.
     W(a) = W_after + (1-a) * U diag(S_before - S_after) Vh.
     One fp32 SVD of each after-weight and the singular values of the
     before-weight serve every alpha; alpha 1 gives the after model bit for bit.
-    Other tensors are copied from the after model and listed with their
-    reason in each folder's svd_blend_meta.json.
+    Alpha 0 gives every blended weight the before model's singular values in
+    the after model's singular vectors: it equals the before weight only where
+    the two share their singular vectors (or are equal).
+    With --exclude-embeddings, embeddings and LM head are interpolated
+    linearly instead. Other tensors (1-D, missing or mismatched) are copied
+    from the after model and listed with their reason in each folder's
+    svd_blend_meta.json.
 
     Writes, atomically: OUTPUT/alpha_{a:.1f}/ (loadable checkpoints with
     config and tokenizer), OUTPUT/sigma_logs.safetensors (S_before, S_after
-    per weight) and OUTPUT/sigma_logs.json (per-layer summary).
+    per weight), OUTPUT/sigma_logs.json (per-layer summary) and
+    OUTPUT/blend_summary.json; the same inputs give byte-identical files
+    (the run time is printed, not written).
 
     Example: vadasm blend --before ./base --after ./rl --output ./blends
     """
@@ -90,7 +106,8 @@ def blend(
     result = run_blend(before, after, output, options)
     lines = [f"blended {result.blended}/{result.tensors} tensors for {len(result.folders)} alphas "
              f"-> {result.output} in {result.seconds:.1f}s"]
-    lines += [f"  copied from after: {count} x {reason}" for reason, count in sorted(result.skipped.items())]
+    lines += [f"  {'interpolated linearly' if reason == EXCLUDED_EMBEDDINGS else 'copied from after'}: "
+              f"{count} x {reason}" for reason, count in sorted(result.skipped.items())]
     if result.reused_decompositions:
         lines.append(f"  reused {result.reused_decompositions} SVDs from {from_decomposition}")
     emit(result.to_dict(), as_json, lines, quiet)
