@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from vadasm.blend import blend_weights, blended_spectrum, sigma_shift, singular_values_fp32, svd_fp32
+from vadasm.blend import (
+    blend_weights,
+    blended_spectrum,
+    interpolate_weights,
+    sigma_shift,
+    singular_values_fp32,
+    svd_fp32,
+)
 
 
 def _pair(shape, seed=0, scale=0.05):
@@ -67,3 +74,12 @@ def test_alphas_are_linear_in_the_spectrum():
     s_before = singular_values_fp32(before)
     out = dict(blend_weights(after, sigma_shift(svd, s_before), [0.0, 0.25, 1.0]))
     torch.testing.assert_close(out[0.25], 0.25 * out[1.0] + 0.75 * out[0.0], rtol=1e-5, atol=1e-5)
+
+
+def test_linear_path_is_exact_at_the_ends_and_linear_between():
+    before, after = _pair((6, 4), seed=2)
+    before16 = before.to(torch.bfloat16)
+    out = dict(interpolate_weights(before16, after, [0.0, 0.5, 1.0]))
+    assert out[0.0] is before16 and out[1.0] is after  # the tensors themselves, dtype and bits kept
+    assert out[0.5].dtype == torch.float32
+    torch.testing.assert_close(out[0.5], (before16.float() + after) / 2)
