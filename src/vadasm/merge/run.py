@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -36,7 +35,16 @@ from vadasm.io import (
 )
 from vadasm.merge.plan import TensorAction, natural_key, plan_tensors  # noqa: F401 (natural_key: graft imports it here)
 from vadasm.merge.recipe import MergeConfig, resolve_setting
+from vadasm.merge.sidecars import (
+    card_license,
+    prepare_chat_template,
+    prepare_vocabulary,
+    write_config,
+    write_mergekit_config,
+    write_tokenizer,
+)
 from vadasm.merge.slices import LayerSlice, SliceInput, is_identity, output_config, resolve_slices
+from vadasm.merge.tokenizer import Vocabulary, vocabulary_rows
 from vadasm.methods import get_method
 from vadasm.methods.registry import ignored_settings
 from vadasm.methods.sparsify import magnitude_cuts
@@ -99,7 +107,9 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
     out_dtype = parse_dtype(out_dtype_name) if out_dtype_name else None
 
     slices = resolve_slices(recipe, checkpoints, arch)
-    actions = plan_tensors(slices, checkpoints, arch, recipe.exclude_norms)
+    vocabulary = prepare_vocabulary(recipe, checkpoints, arch, slices)
+    actions = plan_tensors(slices, checkpoints, arch, recipe.exclude_norms, vocabulary.rows if vocabulary else None)
+    template = prepare_chat_template(recipe, checkpoints, reference, vocabulary)
     alignments = {}
     if options.align:
         if not is_identity(slices, checkpoints, arch):
@@ -107,7 +117,6 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
                               "slice); this recipe's slices move or drop layers")
         inputs = [checkpoints[m.model] for m in slices[0].inputs]
         alignments = align_checkpoints(checkpoints[slices[0].reference.model], inputs, arch, options.align)
-    _check_tokenizer_rows(recipe, checkpoints, arch, actions)
 
     def source_dtype(action: TensorAction) -> torch.dtype:
         ref = slices[action.slice].reference.model
@@ -129,20 +138,20 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
             else:
                 merged += 1
                 sources = _sources(piece, action, checkpoints)
-                if method.rows_independent and action.shape and not alignments:
+                remap = vocabulary if action.action == "remap_vocab_then_merge" else None
+                if method.rows_independent and action.shape and math.prod(action.shape) and not alignments and remap is None:
                     _merge_rows(recipe, method, action, piece, sources, options.device, writer)
                     continue
-                tensor = _merge_tensor(recipe, method, action, piece, sources, options.device, alignments)
+                tensor = _merge_tensor(recipe, method, action, piece, sources, options.device, alignments, remap)
             writer.write(action.name, tensor)
         writer.close()
-        _write_sidecars(tmp, recipe, checkpoints, reference, plan)
-        config = output_config(reference.config, slices, checkpoints, arch)
-        _write_config(tmp, config, plan)
+        write_tokenizer(tmp, recipe, checkpoints, reference, vocabulary, template)
+        write_config(tmp, output_config(reference.config, slices, checkpoints, arch), plan, arch, vocabulary)
+        write_mergekit_config(tmp, recipe)
         provenance = {
             "tool": "vadasm", "version": __version__, "kind": "merge",
             "recipe": recipe.model_dump(exclude_none=True),
-            "inputs": [{"ref": ref, "path": str(c.path), "fingerprint": watch.fingerprint(c)}
-                       for ref, c in checkpoints.items()],
+            "inputs": [_input_record(ref, c, watch.fingerprint(c)) for ref, c in checkpoints.items()],
             "architecture": arch.model_type,
             "not_merged": [asdict(a) for a in actions if a.action != "merge"],
         }
@@ -150,7 +159,12 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
             provenance["notes"] = notes
         if options.align:
             provenance["alignment"] = [a.report.to_dict() for a in alignments.values()]
+        if vocabulary is not None:
+            provenance["tokenizer"] = {"vocab_size": vocabulary.rows, "notes": vocabulary.notes}
         (tmp / "vadasm_config.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        from vadasm.card import render_card  # the card reads vadasm_config.json back
+
+        (tmp / "README.md").write_text(render_card(tmp))
         watch.refuse_changed("merge")  # an input rewritten or replaced meanwhile: nothing written
 
     return MergeResult(
@@ -175,10 +189,14 @@ def _sources(piece: LayerSlice, action: TensorAction, checkpoints: dict[str, Che
 
 def _merge_tensor(recipe: MergeConfig, method, action: TensorAction, piece: LayerSlice,
                   sources: tuple[Source | None, list[Source]], device: str,
-                  alignments: dict[Path, Alignment] | None = None) -> torch.Tensor:
-    """Merge one whole tensor (methods that need all of it at once, or aligned inputs)."""
+                  alignments: dict[Path, Alignment] | None = None,
+                  vocabulary: Vocabulary | None = None) -> torch.Tensor:
+    """Merge one whole tensor (methods that need all of it at once, aligned inputs, or a vocabulary
+    tensor whose rows are first re-indexed to the output vocabulary)."""
     name, shape = action.name, action.shape
     base, inputs = sources
+    if vocabulary is not None:
+        return _merge_vocabulary_tensor(recipe, method, action, piece, sources, device, vocabulary)
 
     def load(source: Source) -> torch.Tensor:
         ck, source_name = source
@@ -194,6 +212,23 @@ def _merge_tensor(recipe: MergeConfig, method, action: TensorAction, piece: Laye
     params = _method_params(recipe, method, piece, name, action.t)
     generators = _generators(recipe.seed, name, len(inputs), device)
     return method.func(base_tensor, tensors, **params, generator=generators).cpu()
+
+
+def _merge_vocabulary_tensor(recipe: MergeConfig, method, action: TensorAction, piece: LayerSlice,
+                             sources: tuple[Source | None, list[Source]], device: str,
+                             vocabulary: Vocabulary) -> torch.Tensor:
+    """Re-index every source's rows to the output vocabulary (mergekit's rule for missing tokens), then merge."""
+    base, inputs = sources
+    named = dict(zip([entry.model for entry in piece.inputs], inputs))
+    if piece.base:
+        named[piece.base.model] = base
+    raw = {model: ck.get_checked(name).to(device=device, dtype=torch.float32) for model, (ck, name) in named.items()}
+    remapped = vocabulary_rows(raw, vocabulary)
+    params = _method_params(recipe, method, piece, action.name, action.t)
+    generators = _generators(recipe.seed, action.name, len(inputs), device)
+    base_tensor = remapped[piece.base.model] if piece.base else None
+    return method.func(base_tensor, [remapped[entry.model] for entry in piece.inputs], **params,
+                       generator=generators).cpu()
 
 
 def _merge_rows(recipe: MergeConfig, method, action: TensorAction, piece: LayerSlice,
@@ -314,36 +349,15 @@ def _common_architecture(reference: Checkpoint, models: list[Checkpoint]) -> Arc
     return arch
 
 
-def _check_tokenizer_rows(recipe: MergeConfig, checkpoints: dict[str, Checkpoint], arch: Architecture,
-                         actions: list[TensorAction]) -> None:
-    """A tokenizer copied from a model whose embeddings have other rows than the output's would
-    index past the merged embeddings: refuse before anything is written."""
-    if recipe.tokenizer_source in (None, "base"):
-        return
-    source = checkpoints[recipe.tokenizer_source]
-    for action in actions:
-        if arch.role(action.name).role == "embed" and action.name in source and action.shape:
-            rows = source.shape(action.name)[0]
-            if rows != action.shape[0]:
-                raise VadasmError(
-                    f"{source.path}: tokenizer_source has {rows} embedding rows but the merged model has "
-                    f"{action.shape[0]}; its tokenizer would index past the merged embeddings")
-
-
-def _write_sidecars(out: Path, recipe: MergeConfig, checkpoints: dict[str, Checkpoint],
-                    reference: Checkpoint, plan: list[PlannedTensor]) -> None:
-    source = reference if recipe.tokenizer_source in (None, "base") else checkpoints[recipe.tokenizer_source]
-    for file in source.sidecar_files():
-        shutil.copy2(file, out / file.name)
-
-
-def _write_config(out: Path, config: dict, plan: list[PlannedTensor]) -> None:
-    """config.json, with the dtype the weights were written in."""
-    dtypes = {p.dtype for p in plan if p.dtype.is_floating_point}
-    if len(dtypes) == 1:
-        dtype_name = str(next(iter(dtypes))).removeprefix("torch.")
-        config["dtype" if "dtype" in config else "torch_dtype"] = dtype_name
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+def _input_record(ref: str, checkpoint: Checkpoint, fingerprint: str) -> dict:
+    """Provenance of one input; `name_or_path` and `license` let the card name Hub ids and a licence."""
+    record = {"ref": ref, "path": str(checkpoint.path), "fingerprint": fingerprint}
+    if isinstance(checkpoint.config.get("_name_or_path"), str):
+        record["name_or_path"] = checkpoint.config["_name_or_path"]
+    license_ = card_license(checkpoint.path)
+    if license_:
+        record["license"] = license_
+    return record
 
 
 def tensor_seed(seed: int, name: str) -> int:
