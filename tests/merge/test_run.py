@@ -178,7 +178,8 @@ def test_bad_inputs_fail_clearly_and_write_nothing(tmp_path, llama_trio, defect,
     ({"merge_method": "ties", "base_model": "b", "models": [{"model": "x", "parameters": {"densty": 0.5}}]},
      r"unknown parameter\(s\) \['densty'\]"),
     ({"merge_method": "slerp", "base_model": "b", "models": [{"model": "x"}, {"model": "y"}]}, "exactly 1 other"),
-    ({"merge_method": "linear", "models": [{"model": "x"}], "tokenizer": {"source": "union"}}, "Extra inputs"),
+    ({"merge_method": "linear", "models": [{"model": "x"}], "tokenizer": {"source": "union", "sorce": 1}},
+     "Extra inputs"),
 ])
 def test_bad_recipes_are_refused_before_loading(raw, message):
     with pytest.raises(VadasmError, match=message):

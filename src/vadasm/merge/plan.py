@@ -33,9 +33,19 @@ class TensorAction:
         return (self.source_names or {}).get(model, self.name)
 
 
+def is_vocabulary_tensor(arch: Architecture, name: str) -> bool:
+    """Indexed by token on dim 0: the token embeddings, the LM head and its bias (not position embeddings)."""
+    text_name = arch.layout.to_text_name(name) if arch.layout else name
+    spec = arch.text.spec
+    return text_name in spec["embed"] or text_name in (spec["lm_head"], spec.get("lm_head_bias"))
+
+
 def plan_tensors(slices: list[LayerSlice], checkpoints: dict[str, Checkpoint], arch: Architecture,
-                 exclude_norms: bool = False) -> list[TensorAction]:
-    """Every output tensor with its sources, checked for presence and shape in each of them."""
+                 exclude_norms: bool = False, vocab_rows: int | None = None) -> list[TensorAction]:
+    """Every output tensor with its sources, checked for presence and shape in each of them.
+
+    `vocab_rows`: the output vocabulary's size when a tokenizer is built (tokenizer_source); the
+    vocabulary tensors then get that many rows and each input's rows are re-indexed to it."""
     actions = []
     last = len(slices) - 1
     for index, roles_wanted in ((0, "pre"), (last, "post")):
@@ -62,6 +72,9 @@ def plan_tensors(slices: list[LayerSlice], checkpoints: dict[str, Checkpoint], a
                 actions.append(TensorAction(out_name, "merge", layer=out_layer, shape=reference.shape(name),
                                             slice=index, t=t, source_names=names))
     for action in actions:
+        if vocab_rows is not None and is_vocabulary_tensor(arch, action.name):
+            action.shape = (vocab_rows, *action.shape[1:])
+            action.action, action.reason = "remap_vocab_then_merge", "rows re-indexed to the output vocabulary"
         _check_sources(action, slices[action.slice], checkpoints, arch, exclude_norms)
     return sorted(actions, key=lambda a: natural_key(a.name))
 
@@ -88,7 +101,7 @@ def _check_sources(action: TensorAction, piece: LayerSlice, checkpoints: dict[st
         if name not in other:
             raise VadasmError(f"{other.path}: tensor '{name}' is missing (present in {reference.path})")
         other_shape = other.shape(name)
-        if other_shape == shape:
+        if other_shape == shape or (action.action == "remap_vocab_then_merge" and other_shape[1:] == shape[1:]):
             continue
         bigger = len(shape) == len(other_shape) and all(o >= s for o, s in zip(other_shape, shape))
         if role.role in ("embed", "lm_head") and bigger:

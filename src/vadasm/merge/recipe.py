@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from vadasm.errors import VadasmError
 from vadasm.merge.recipe_params import check_recipe
 from vadasm.merge.recipe_yaml import RecipeYamlError, load_yaml_file
+from vadasm.merge.tokenizer_config import TokenizerConfig
 from vadasm.methods import get_method
 
 # mergekit keys we accept but that change nothing here (documented in docs/recipes.md).
@@ -56,7 +57,9 @@ class MergeConfig(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     dtype: str | None = None
     out_dtype: str | None = None
-    tokenizer_source: str | None = None
+    tokenizer_source: str | None = None  # union | base | a model of the recipe
+    tokenizer: TokenizerConfig | None = None  # mergekit's fuller form of tokenizer_source
+    chat_template: str | None = None  # auto | a template name (mergekit's) | a Jinja template
     # vadasm additions (mergekit ignores nothing silently, neither do we):
     seed: int = 0
     exclude_norms: bool = False
@@ -93,12 +96,7 @@ class MergeConfig(BaseModel):
                     f"{where}: unknown parameter(s) {sorted(unknown)} for '{method.name}' (known: {sorted(known)})"
                 )
         check_recipe(self, method)  # every value typed and range-checked; whole-recipe rules (recipe_params)
-        if self.tokenizer_source not in (None, "base") and self.tokenizer_source not in set(
-            self.referenced_models()
-        ):
-            raise ValueError(
-                f"tokenizer_source '{self.tokenizer_source}' is not supported: use 'base' or one of the input models"
-            )
+        _check_tokenizer(self)
         return self
 
     def input_models(self) -> list[ModelConfig]:
@@ -119,6 +117,21 @@ class MergeConfig(BaseModel):
         for piece in self.slices or []:
             refs += ([piece.base_model] if piece.base_model else []) + [src.model for src in piece.sources]
         return list(dict.fromkeys(refs))
+
+
+def _check_tokenizer(recipe: MergeConfig) -> None:
+    """tokenizer_source / tokenizer: name the union, the base or a model of the recipe."""
+    if recipe.tokenizer_source is not None and recipe.tokenizer is not None:
+        raise ValueError("give either 'tokenizer_source' or 'tokenizer', not both")
+    refs = set(recipe.referenced_models())
+    source = recipe.tokenizer.source if recipe.tokenizer else recipe.tokenizer_source
+    where = "tokenizer.source" if recipe.tokenizer else "tokenizer_source"
+    if source is not None and source not in ("union", "base") and source not in refs:
+        raise ValueError(f"{where} '{source}' is neither 'union', 'base' nor a model of the recipe")
+    for token, spec in ((recipe.tokenizer.tokens if recipe.tokenizer else None) or {}).items():
+        model = spec.source_model()
+        if model is not None and model not in refs:
+            raise ValueError(f"tokenizer.tokens[{token!r}].source: '{model}' is not a model of the recipe")
 
 
 def _input_groups(recipe: MergeConfig) -> list[tuple[str, list[ModelConfig], str | None]]:

@@ -139,7 +139,8 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
                 merged += 1
                 sources = _sources(piece, action, checkpoints)
                 remap = vocabulary if action.action == "remap_vocab_then_merge" else None
-                if method.rows_independent and action.shape and math.prod(action.shape) and not alignments and remap is None:
+                rows_path = method.rows_independent and action.shape and math.prod(action.shape) and not alignments
+                if rows_path and remap is None:
                     _merge_rows(recipe, method, action, piece, sources, options.device, writer)
                     continue
                 tensor = _merge_tensor(recipe, method, action, piece, sources, options.device, alignments, remap)
