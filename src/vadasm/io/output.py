@@ -12,7 +12,8 @@ The promise, and how it is kept:
   and deleted only after the new one is in place;
 - temporary folders carry the pid (`.NAME.vadasm-tmp-PID`); those of dead runs are removed by the
   next run (a run killed between moving the old output aside and the rename gets it put back);
-- OS errors while writing (full disk, read-only file system, file-size limit) become one line.
+- OS errors while writing (full disk, read-only file system, file-size limit) become one line;
+- `InputWatch`: inputs fingerprinted at open, and any change to them refused before the rename.
 """
 
 from __future__ import annotations
@@ -281,15 +282,12 @@ def _reason(err: OSError) -> str:
 
 
 class InputWatch:
-    """Each input as it was at open: its fingerprint (what provenance records) and its files' identity.
-
-    Checked again just before the rename, so an input rewritten in place or replaced during the run
-    is refused instead of merged half old, half new, and provenance names what was actually read.
-    """
+    """The inputs of one run: fingerprinted at open (what provenance records) and checked just before
+    the rename (`Checkpoint.verify_unchanged`), so an input rewritten in place or replaced during the
+    run is refused instead of merged half old, half new."""
 
     def __init__(self, checkpoints: Iterable[Checkpoint | None] = ()):
         self.checkpoints: list[Checkpoint] = []
-        self._stats: dict[int, list[tuple]] = {}
         self._prints: dict[int, str] = {}
         for checkpoint in checkpoints:
             self.add(checkpoint)
@@ -299,7 +297,6 @@ class InputWatch:
         if checkpoint is None or id(checkpoint) in self._prints:
             return
         self.checkpoints.append(checkpoint)
-        self._stats[id(checkpoint)] = _file_stats(checkpoint)
         self._prints[id(checkpoint)] = checkpoint.fingerprint()
 
     def fingerprint(self, checkpoint: Checkpoint) -> str:
@@ -307,19 +304,8 @@ class InputWatch:
         return self._prints[id(checkpoint)]
 
     def refuse_changed(self, what: str) -> None:
-        for ck in self.checkpoints:
-            if _file_stats(ck) != self._stats[id(ck)] or ck.fingerprint() != self._prints[id(ck)]:
-                raise VadasmError(f"{ck.path}: changed during the {what}; nothing written")
-
-
-def _file_stats(checkpoint: Checkpoint) -> list[tuple]:
-    """Size, modification time and inode of the config and every weight file (None: gone)."""
-    stats = []
-    for file in sorted({*checkpoint.files.values(), checkpoint.path / "config.json"}):
-        try:
-            st = os.stat(file)
-        except FileNotFoundError:
-            stats.append((str(file), None))
-            continue
-        stats.append((str(file), st.st_size, st.st_mtime_ns, st.st_ino))
-    return stats
+        for checkpoint in self.checkpoints:
+            try:
+                checkpoint.verify_unchanged()
+            except VadasmError as err:
+                raise VadasmError(f"{err} during the {what}; nothing written") from None
