@@ -44,7 +44,8 @@ def eval_command(
              "math500, aime24, aime25, amc23.")] = "easyvqa",
     data: Annotated[list[str] | None, typer.Option(
         help="Benchmark data TASK=SOURCE: a local .jsonl/.json/.parquet file, or a Hub dataset id "
-             "(owner/name[:config], needs network and `datasets`). Repeatable.")] = None,
+             "(owner/name[:config], needs network and `datasets`); for vqav2/okvqa also the official "
+             "files, QUESTIONS.json,ANNOTATIONS.json,IMAGES_DIR. Repeatable.")] = None,
     samples: Annotated[int, typer.Option(
         help="Math benchmarks: samples per problem (pass@1 over them; needs --sample when > 1).")] = 1,
     max_new_tokens: Annotated[int | None, typer.Option(
@@ -152,7 +153,10 @@ def eval_command(
 
 def absolute_sources(sources: dict[str, str]) -> dict[str, str]:
     """Benchmark data files as absolute paths (Ray workers run in another directory); Hub ids unchanged."""
-    return {task: str(Path(source).absolute()) if Path(source).exists() else source
+    from vadasm.eval.benchmarks.vqa_files import absolute_official_spec, is_official_spec
+
+    return {task: str(Path(source).absolute()) if Path(source).exists()
+            else absolute_official_spec(source) if is_official_spec(source) else source
             for task, source in sources.items()}
 
 

@@ -101,3 +101,14 @@ def test_bad_official_files_are_one_line_naming_the_file(tmp_path, case, message
         load_items("vqav2", spec, "val", None, 0, tmp_path / "cache")
     text = str(err.value)
     assert message in text and "\n" not in text
+
+
+def test_relative_official_paths_become_absolute_for_workers(tmp_path, monkeypatch):
+    from vadasm.cli.eval_cmd import absolute_sources
+
+    write_official(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    spec = absolute_sources({"vqav2": "q.json,a.json,images"})["vqav2"]
+    assert spec == f"{tmp_path / 'q.json'},{tmp_path / 'a.json'},{tmp_path / 'images'}"
+    monkeypatch.chdir("/")
+    assert len(load_items("vqav2", spec, "val", None, 0, tmp_path / "cache")) == 2

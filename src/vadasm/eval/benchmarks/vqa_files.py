@@ -119,3 +119,8 @@ def _image_index(folder: Path) -> dict[int, Path]:
             raise VadasmError(f"{folder}: two images for image_id {image_id} ({index[image_id].name}, {path.name})")
         index[image_id] = path
     return index
+
+
+def absolute_official_spec(source: str) -> str:
+    """The three paths of an official spec made absolute (Ray workers run in another directory)."""
+    return ",".join(str(Path(part.strip()).expanduser().absolute()) for part in source.split(","))
