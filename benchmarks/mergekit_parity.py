@@ -56,6 +56,22 @@ RECIPES = {
                      "model_params": [{"weight": 1.0, "density": 0.3, "epsilon": 0.2}]},
     "dare_linear density 0.4": {"method": "dare_linear", "stats": True, "parameters": {},
                                 "model_params": [{"weight": 1.0, "density": 0.4}]},
+    # methods part 2 ("base": False: the recipe names no base_model)
+    "nuslerp": {"parameters": {}, "model_params": [{"weight": 0.3}, {"weight": 0.7}]},
+    "nuslerp rows no base": {"method": "nuslerp", "base": False, "parameters": {"nuslerp_flatten": False},
+                              "model_params": [{"weight": 1.0}, {"weight": 3.0}]},
+    "nuslerp row_wise no base": {"method": "nuslerp", "base": False, "parameters": {
+        "nuslerp_flatten": False, "nuslerp_row_wise": True}, "model_params": [{"weight": 2.0}, {"weight": 1.0}]},
+    "multislerp": {"parameters": {}, "model_params": [{"weight": 0.4}, {"weight": 0.6}]},
+    "multislerp no base": {"method": "multislerp", "base": False, "parameters": {},
+                           "model_params": [{"weight": 2.0}, {"weight": 1.0}]},
+    "karcher": {"base": False, "parameters": {}, "model_params": [{}, {}]},
+    "karcher base joins": {"method": "karcher", "parameters": {"max_iter": 20}, "model_params": [{}, {}]},
+    "nearswap": {"parameters": {"t": 0.01}, "model_params": [{}]},
+    "arcee_fusion": {"parameters": {}, "model_params": [{}]},
+    "ram": {"parameters": {"epsilon": 0.01}, "model_params": [{}, {}]},
+    "ramplus_tl": {"parameters": {"epsilon": 0.01, "r": 0.5, "alpha": 0.5}, "model_params": [{}, {}]},
+    "slerp ignored weight": {"method": "slerp", "parameters": {"t": 0.3}, "model_params": [{"weight": 0.7}]},
 }
 
 
@@ -65,7 +81,7 @@ def recipe(case: str, base: Path, models: list[Path]) -> dict:
     method = spec.get("method", case)
     entries = [{"model": str(m), "parameters": p} for m, p in zip(models, spec["model_params"])]
     raw = {"merge_method": method, "models": entries, "parameters": spec["parameters"], "dtype": "float32"}
-    if method != "linear":
+    if method != "linear" and spec.get("base", True):
         raw["base_model"] = str(base)
     if method == "slerp":
         raw["models"] = [{"model": str(base)}] + entries
