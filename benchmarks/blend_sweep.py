@@ -6,7 +6,8 @@
    full fp32 SVD of both weights, rebuild U diag(S) Vh, `save_pretrained`.
 
 Each runs in its own subprocess, so its peak RSS is its own. All three blend the same tensors
-(2-D, same shape, embeddings excluded), and the seed-style outputs are compared with ours to
+(every 2-D weight of the same shape, embeddings and LM head included, as the seed and today's
+`vadasm blend` default do), and the seed-style outputs are compared with ours to
 check that they are the same blend.
 
     python benchmarks/blend_sweep.py --before BASE --after FINETUNE [--alphas 0,0.2,...]
@@ -44,7 +45,7 @@ def worker_seed(before: str, after: str, alphas: list[float], out: Path) -> dict
     from vadasm.io import Checkpoint
 
     ckpt = Checkpoint.open(after)
-    roles, selector = TensorRoles(ckpt.config, ckpt.keys()), TensorSelector()
+    roles, selector = TensorRoles(ckpt.config, ckpt.keys()), TensorSelector(include_embeddings=True)
     blended = 0
     for alpha in alphas:
         model_before = AutoModelForCausalLM.from_pretrained(before, dtype=torch.float32)
