@@ -105,7 +105,7 @@ def damage_recipe(models: dict[str, Path], rng: random.Random, work: Path) -> tu
     if target == "global":
         recipe["parameters"][key] = value
     elif target == "model":
-        rng.choice(recipe["models"])["parameters"][key] = value
+        rng.choice(recipe["models"]).setdefault("parameters", {})[key] = value
     elif target == "top":
         recipe[rng.choice(["dtype", "out_dtype", "tokenizer_source", "seed", "merge_method", "base_model"])] = value
     else:
