@@ -186,19 +186,23 @@ class _Log:
         return trial
 
 
-def _evaluate_batch(log: _Log, evaluator: Evaluator, kind: str, batch: list, split: str, controls: bool,
+def _evaluate_batch(log: _Log, evaluator: Evaluator, kind: str | list[str], batch: list, split: str, controls: bool,
                     ) -> list[Trial]:
-    """Evaluate the candidates of a batch the log does not know yet; trials in batch order."""
+    """Evaluate the candidates of a batch the log does not know yet; trials in batch order.
+
+    `kind` names every candidate of the batch, or each one (a list as long as the batch).
+    """
+    kinds = kind if isinstance(kind, list) else [kind] * len(batch)
     missing = list({key_of(p, split, controls): p for p in batch if log.get(p, split, controls) is None}.values())
     fresh = dict(zip((key_of(p, split, controls) for p in missing),
                      evaluator.run([(p, split, controls) for p in missing]))) if missing else {}
     out = []
-    for params in batch:
+    for kind_of, params in zip(kinds, batch):
         key = key_of(params, split, controls)
         if key in fresh:  # evaluated now (a duplicate later in the batch reads it from the log)
-            out.append(log.add(kind, params, split, controls, fresh.pop(key)))
+            out.append(log.add(kind_of, params, split, controls, fresh.pop(key)))
         else:  # known from an earlier run (resume) or from earlier in this batch
-            out.append(log.add(kind, params, split, controls, None, cached=log.get(params, split, controls)))
+            out.append(log.add(kind_of, params, split, controls, None, cached=log.get(params, split, controls)))
     return out
 
 
@@ -220,8 +224,8 @@ def tune(objective: Objective, space: SearchSpace, optimizer: Optimizer, budget:
         references = [("recipient", None), ("default", space.defaults())]
         if zero_params is not None:
             references.append(("zero_delta", {**space.defaults(), **zero_params}))
-        for kind, params in references:  # with controls: the gate needs the blind runs
-            _evaluate_batch(log, evaluator, kind, [params], "val", True)
+        # one batch (side by side on workers or Ray), with controls: the gate needs the blind runs
+        _evaluate_batch(log, evaluator, [kind for kind, _ in references], [p for _, p in references], "val", True)
         searched = 0
         total = budget if budget is not None else getattr(optimizer, "total", None)
         with tqdm(total=total, desc=f"tune ({optimizer.name})", unit=" trials", disable=not progress) as bar:
