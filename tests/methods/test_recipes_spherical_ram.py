@@ -113,12 +113,17 @@ def test_slerp_accepts_an_ignored_weight_and_notes_it(tmp_path, trio):
     assert run_merge(recipe_from_dict(plain), tmp_path / "again", QUIET).notes == []
 
 
-def test_nuslerp_without_weights_and_with_three_models_are_one_line_errors(tmp_path, trio):
+def test_nuslerp_without_weights_and_with_three_models_are_refused_by_the_recipe(trio):
     base, ft1, ft2 = trio
-    raw = {"merge_method": "nuslerp", "models": [{"model": str(ft1)}, {"model": str(ft2)}]}
-    with pytest.raises(VadasmError, match="needs a 'weight' for every model"):
-        run_merge(recipe_from_dict(raw), tmp_path / "out", QUIET)
-    assert not (tmp_path / "out").exists()
+    raw = {"merge_method": "nuslerp", "models": [{"model": str(ft1), "parameters": {"weight": 1.0}},
+                                                 {"model": str(ft2)}]}
+    with pytest.raises(VadasmError, match="'weight' is required by 'nuslerp' for every model, missing for"):
+        recipe_from_dict(raw)
+    # the base needs none, and one global weight serves every model
+    recipe_from_dict({**raw, "base_model": str(base), "models": [{"model": str(base)}, *raw["models"][:1],
+                                                                 {"model": str(ft2), "parameters": {"weight": 2}}]})
+    recipe_from_dict({"merge_method": "multislerp", "parameters": {"weight": 1.0},
+                      "models": [{"model": str(ft1)}, {"model": str(ft2)}]})
     three = {"merge_method": "nuslerp", "models": [{"model": str(m), "parameters": {"weight": 1.0}}
                                                    for m in (base, ft1, ft2)]}
     with pytest.raises(VadasmError, match="exactly 2"):

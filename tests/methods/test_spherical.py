@@ -91,3 +91,13 @@ def test_karcher_of_three_directions_is_equidistant_from_them():
     xs = [torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0.0, 0.0, 1.0])]
     merged = karcher_mean(xs, [1 / 3] * 3, max_iter=50)
     assert torch.allclose(merged, torch.full((3,), 1 / math.sqrt(3)), atol=1e-5)
+
+
+def test_the_registered_methods_refuse_missing_weights():
+    from vadasm.methods import get_method
+
+    a, b = torch.ones(2), torch.zeros(2)
+    for name, extra in (("nuslerp", dict(nuslerp_row_wise=False, nuslerp_flatten=True)),
+                        ("multislerp", dict(normalize_weights=True, eps=1e-8))):
+        with pytest.raises(VadasmError, match="needs a 'weight' for every model"):
+            get_method(name).func(None, [a, b], weight=[1.0, None], **extra)

@@ -107,6 +107,7 @@ def check_recipe(recipe: Any, method: MergeMethod) -> None:
             params[key] = check_setting(param, params[key], f"{where}.{key}")
     for group, entries, scopes in _groups(recipe):
         _check_required(method, scopes)
+        _check_required_per_model(method, recipe, entries, scopes)
         _check_duplicates(group, entries)
         if method.name == "linear":  # the one method that divides by sum(weights) without a guard
             _check_weight_sum(method, group, entries, scopes)
@@ -132,6 +133,18 @@ def _check_required(method: MergeMethod, scopes: list[dict]) -> None:
     for param in method.params:
         if param.default is None and not param.per_model and not any(param.name in s for s in scopes):
             raise ValueError(f"parameters: '{param.name}' is required by '{method.name}' ({param.describe()})")
+
+
+def _check_required_per_model(method: MergeMethod, recipe: Any, entries: list[tuple[str, dict, tuple]],
+                              scopes: list[dict]) -> None:
+    """A per-model parameter without a default (nuslerp's `weight`) is needed for every model but the base."""
+    bases = set() if method.base_is_input else {recipe.base_model} | {s.base_model for s in recipe.slices or []}
+    for param in method.params:
+        if param.default is None and param.per_model and not any(param.name in s for s in scopes):
+            missing = [model for model, params, _ in entries if param.name not in params and model not in bases]
+            if missing:
+                raise ValueError(f"'{param.name}' is required by '{method.name}' for every model, missing for "
+                                 f"{short(missing[0])} (set it in its parameters or in the recipe's)")
 
 
 def model_identity(ref: str) -> str:
