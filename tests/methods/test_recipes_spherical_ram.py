@@ -128,3 +128,16 @@ def test_nuslerp_without_weights_and_with_three_models_are_refused_by_the_recipe
                                                    for m in (base, ft1, ft2)]}
     with pytest.raises(VadasmError, match="exactly 2"):
         recipe_from_dict(three)
+
+
+@pytest.mark.parametrize("case", ["nearswap", "ram"])
+def test_row_chunked_methods_equal_the_whole_tensor_function(tmp_path, trio, monkeypatch, case):
+    import vadasm.merge.run as run_module
+
+    spec, expected_fn = CASES[case]
+    base, ft1, ft2 = trio
+    models = [ft1, ft2][:len(spec["params"])]
+    monkeypatch.setattr(run_module, "CHUNK_ELEMENTS", 37)  # partial rows of vectors, single rows of matrices
+    merged, _ = _merge(tmp_path, {"merge_method": case, "base_model": str(base), "parameters": spec["parameters"],
+                                  "models": [{"model": str(m)} for m in models]})
+    _check(merged, base, models, expected_fn)
