@@ -5,8 +5,10 @@ one model only keep that model's delta whole (plain averaging would dilute it by
 models); entries changed by several are averaged over the models that changed them. RAM+ also
 scales each model's unique entries by 1 + r * clamp(shared / unique, 0, alpha), its count of
 shared over unique entries within the tensor. mergekit computes that ratio per tensor ("tensor
-local", hence `ramplus_tl`), not over the whole model; we follow mergekit. The paper itself was
-not available offline to check further departures.
+local", hence `ramplus_tl`), not over the whole model; we follow mergekit. Only the paper's abstract
+and summaries could be read offline: they describe the same split (shared entries averaged, unique
+ones kept whole in RAM and rescaled by an overlap-based factor in RAM+); the exact RAM+ factor
+(clamp, epsilon floor) is mergekit's and was not checked against the paper's equations.
 """
 
 from __future__ import annotations

@@ -115,7 +115,8 @@ def karcher_mean(tensors: Sequence[torch.Tensor], alphas: Sequence[float], max_i
     mergekit's iteration: start from the normalised weighted mean of the unit directions, then
     up to `max_iter` Riemannian gradient steps (log map, average, exp map), stopping when the
     tangent norm drops below `tol`. Inputs with norm <= `tol` are left out of the direction but
-    their (tiny) lengths still count in the scale, as in mergekit.
+    their (tiny) lengths still count in the scale, as in mergekit. The cited paper
+    (arXiv 2603.04972) could not be read offline; this is mergekit's algorithm, step for step.
     """
     tensors = [t.float() for t in tensors]
     if len(tensors) == 1:
