@@ -75,6 +75,12 @@ def test_a_tensor_name_given_twice_is_refused(tmp_path):
     refused(write_raw(tmp_path / "m.safetensors", raw.encode()), "key 'a' appears twice")
 
 
+def test_a_hostile_tensor_name_stays_on_one_line(tmp_path):
+    header = {"evil\nname" + "x" * 500: {**GOOD["a"], "data_offsets": [1000, 1016]}}
+    message = refused(write_raw(tmp_path / "m.safetensors", header), "tensor 'evil\\\\nnamex")
+    assert len(message) < len(str(tmp_path)) + 200
+
+
 def test_a_200k_deep_header_is_refused_quickly_without_recursion_error(tmp_path):
     path = write_raw(tmp_path / "m.safetensors", b"[" * 200_000 + b"]" * 200_000)
     started = time.perf_counter()

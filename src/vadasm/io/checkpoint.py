@@ -33,7 +33,7 @@ from vadasm.io.model_folder import (
     open_confined,
     read_json,
 )
-from vadasm.io.safetensors_header import DTYPE_SIZES, TensorEntry, read_open_header
+from vadasm.io.safetensors_header import DTYPE_SIZES, TensorEntry, read_open_header, shown
 from vadasm.io.writer import TORCH_TO_SAFETENSORS
 
 SAFETENSORS_TO_TORCH = {name: dtype for dtype, name in TORCH_TO_SAFETENSORS.items()}
@@ -115,30 +115,26 @@ class Checkpoint:
     ) -> Checkpoint:
         path = resolve_model_path(ref, revision)
         config_file = path / "config.json"
-        # Its state is taken before it is read, so a change after that is caught at the end.
-        watched = _watch(path, [config_file]) if config_file.exists() or config_file.is_symlink() else {}
+        # States are taken before the files are read, so a change after that is caught at the end.
+        watched = _watch(path, [config_file, path / INDEX_FILE, *(path / name for name in SIDECAR_FILES)])
         config = read_config(path)
         if config.get("auto_map") and not trust_remote_code:
             raise VadasmError(
                 f"{config_file}: model needs remote code (auto_map); pass --trust-remote-code if you trust it"
             )
         weights = find_weight_files(path)
-        if not weights.shards:
-            checkpoint = cls._open_pickles(path, config, allow_pickle)
-        else:
-            checkpoint = cls(path, config, {}, {})
-            try:
-                checkpoint._read_shards(weights.shards)
-                checkpoint._check_index(weights.weight_map)
-                checkpoint._check_foreign(weights.foreign)
-            except BaseException:
-                checkpoint.close()
-                raise
-        index = [path / INDEX_FILE] if weights.weight_map is not None else []
-        sidecars = check_sidecars(path, SIDECAR_FILES)
-        checkpoint._watched = {**watched, **_watch(path, index + sidecars), **checkpoint._watched}
-        shapes = {name: entry.shape for name, entry in checkpoint.entries.items()}
-        check_config_against_tensors(config_file, config, shapes)
+        checkpoint = cls(path, config, {}, {}) if weights.shards else cls._open_pickles(path, config, allow_pickle)
+        try:
+            checkpoint._read_shards(weights.shards)
+            checkpoint._check_index(weights.weight_map)
+            checkpoint._check_foreign(weights.foreign)
+            check_sidecars(path, SIDECAR_FILES)
+            checkpoint._watched = {**watched, **checkpoint._watched}
+            shapes = {name: entry.shape for name, entry in checkpoint.entries.items()}
+            check_config_against_tensors(config_file, config, shapes)
+        except BaseException:
+            checkpoint.close()
+            raise
         return checkpoint
 
     def _read_shards(self, shards: list[Path]) -> None:
@@ -154,7 +150,7 @@ class Checkpoint:
             self._headers[shard] = raw
             for name, entry in entries.items():
                 if name in self.files:
-                    raise VadasmError(f"{shard}: tensor '{name}' is also stored in {self.files[name]}")
+                    raise VadasmError(f"{shard}: tensor {shown(name)} is also stored in {self.files[name]}")
                 self.entries[name] = entry
                 self.files[name] = shard
 
@@ -164,7 +160,8 @@ class Checkpoint:
         for name, shard in (weight_map or {}).items():
             if self.files.get(name) != shard:
                 where = f"is stored in {self.files[name].name}" if name in self.files else "is in no shard"
-                raise VadasmError(f"{self.path / INDEX_FILE}: tensor '{name}' is listed in {shard.name} but {where}")
+                raise VadasmError(
+                    f"{self.path / INDEX_FILE}: tensor {shown(name)} is listed in {shard.name} but {where}")
 
     def _check_foreign(self, foreign: list[Path]) -> None:
         """A file in another format is left alone only if it shares no tensor name with the model."""
@@ -172,7 +169,7 @@ class Checkpoint:
             with open_confined(self.path, file) as handle:
                 shared = sorted(set(read_open_header(handle, file)[0]) & set(self.entries))
             if shared:
-                raise VadasmError(f"{file}: holds tensors of the model (e.g. '{shared[0]}') but is not one of "
+                raise VadasmError(f"{file}: holds tensors of the model (e.g. {shown(shared[0])}) but is not one of "
                                   "its weight files (refused)")
 
     @classmethod
@@ -196,7 +193,7 @@ class Checkpoint:
                 raise VadasmError(f"{file}: not a state dict of tensors")
             for name in state:
                 if name in tensors:
-                    raise VadasmError(f"{file}: tensor '{name}' is also stored in {files[name]}")
+                    raise VadasmError(f"{file}: tensor {shown(name)} is also stored in {files[name]}")
                 files[name] = file
             tensors.update(state)
         if not tensors:
@@ -220,7 +217,7 @@ class Checkpoint:
             return SAFETENSORS_TO_TORCH[stored]
         dtype = getattr(torch, stored.removeprefix("torch."), None)
         if not isinstance(dtype, torch.dtype):
-            raise VadasmError(f"{self.files[name]}: tensor '{name}' has unsupported dtype {stored}")
+            raise VadasmError(f"{self.files[name]}: tensor {shown(name)} has unsupported dtype {stored}")
         return dtype
 
     def get(self, name: str) -> torch.Tensor:
@@ -255,7 +252,7 @@ class Checkpoint:
         while done < len(view):  # the kernel returns at most ~2 GiB per call
             read = os.preadv(handle.fileno(), [view[done:]], position + done)
             if read == 0:
-                raise VadasmError(f"{file}: file ends inside tensor '{name}' (changed while being read?)")
+                raise VadasmError(f"{file}: file ends inside tensor {shown(name)} (changed while being read?)")
             done += read
         return buffer.view(_READ_AS[entry.dtype]).reshape(count, *entry.shape[1:])[
             slice(None) if entry.shape else 0]
@@ -264,7 +261,7 @@ class Checkpoint:
         """Load one tensor and refuse NaN/Inf, naming the file."""
         tensor = self.get(name)
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise VadasmError(f"{self.files[name]}: tensor '{name}' contains NaN or Inf values")
+            raise VadasmError(f"{self.files[name]}: tensor {shown(name)} contains NaN or Inf values")
         return tensor
 
     def num_elements(self, name: str) -> int:
@@ -337,8 +334,11 @@ def _digest_file(digest, handle: BinaryIO, size: int, data_start: int | None, he
 
 
 def _watch(folder: Path, files: list[Path]) -> dict[Path, FileState]:
+    """The state of each of `files` that exists (all confined to the model folder)."""
     states = {}
     for file in files:
+        if not (file.exists() or file.is_symlink()):
+            continue
         try:
             states[file] = FileState.of(os.stat(confined_file(folder, file)))
         except OSError as err:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vadasm.errors import VadasmError
+from vadasm.io.safetensors_header import shown
 
 if TYPE_CHECKING:
     from vadasm.arch.table import Architecture
@@ -25,7 +26,7 @@ def check_model_type(config: dict, config_file: Path) -> str:
     """model_type as a plain name: it picks a file of the architecture table, so never a path."""
     model_type = config.get("model_type")
     if not isinstance(model_type, str) or not _PLAIN_NAME.fullmatch(model_type):
-        raise VadasmError(f"{config_file}: model_type {_show(model_type)} is not an architecture name")
+        raise VadasmError(f"{config_file}: model_type {shown(model_type)} is not an architecture name")
     return model_type
 
 
@@ -66,7 +67,7 @@ def _positive_sizes(config_file: Path, fields: dict, text_config: dict) -> dict[
             if value is None:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise VadasmError(f"{config_file}: {key} must be a positive integer, found {_show(value)}")
+                raise VadasmError(f"{config_file}: {key} must be a positive integer, found {shown(value)}")
             sizes.setdefault(meaning, (key, value))
     return sizes
 
@@ -109,7 +110,3 @@ def _describe_layers(found: set[int]) -> str:
         return f"{count} ({ordered[0]}-{ordered[-1]})"
     return f"{count} ({', '.join(map(str, ordered[:8]))}{', ...' if len(ordered) > 8 else ''})"
 
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from vadasm.errors import VadasmError
-from vadasm.io.safetensors_header import refuse_duplicate_keys
+from vadasm.io.safetensors_header import refuse_duplicate_keys, shown
 
 INDEX_FILE = "model.safetensors.index.json"
 FOREIGN_WEIGHT_FILES = ("consolidated*.safetensors", "adapter_model.safetensors")
@@ -151,10 +151,11 @@ def _read_index(folder: Path, index_file: Path) -> dict[str, Path]:
     resolved: dict[str, Path] = {}
     for tensor, name in weight_map.items():
         if not isinstance(name, str) or not name.endswith(".safetensors"):
-            raise VadasmError(f"{index_file}: tensor {tensor!r} maps to {name!r}, not a .safetensors file name")
+            raise VadasmError(
+                f"{index_file}: tensor {shown(tensor)} maps to {shown(name)}, not a .safetensors file name")
         relative = PurePosixPath(name)
         if relative.is_absolute() or ".." in relative.parts or "\\" in name:
-            raise VadasmError(f"{index_file}: shard {name!r} is not a plain file name inside the model folder")
+            raise VadasmError(f"{index_file}: shard {shown(name)} is not a plain file name inside the model folder")
         resolved[tensor] = folder / relative
     missing = sorted({p for p in resolved.values() if not (p.exists() or p.is_symlink())})
     if missing:

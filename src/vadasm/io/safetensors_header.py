@@ -104,21 +104,21 @@ def parse_header(raw: bytes, data_size: int, path: Path | str) -> dict[str, Tens
 
 
 def _entry(path: Path | str, name: str, info: object, data_size: int) -> TensorEntry:
-    where = f"{path}: tensor {_show(name)}"
+    where = f"{path}: tensor {shown(name)}"
     if not isinstance(info, dict):
         raise VadasmError(f"{where}: header entry is not an object")
     if info.keys() != _ENTRY_KEYS:
         missing, extra = sorted(_ENTRY_KEYS - info.keys()), sorted(info.keys() - _ENTRY_KEYS)
         problems = ([f"lacks {', '.join(missing)}"] if missing else []) + (
-            [f"has unknown keys {', '.join(map(_show, extra))}"] if extra else [])
+            [f"has unknown keys {', '.join(map(shown, extra))}"] if extra else [])
         raise VadasmError(f"{where}: header entry {' and '.join(problems)}")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
-        raise VadasmError(f"{where}: unknown dtype {_show(dtype)} (known: {', '.join(DTYPE_SIZES)})")
+        raise VadasmError(f"{where}: unknown dtype {shown(dtype)} (known: {', '.join(DTYPE_SIZES)})")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-        raise VadasmError(f"{where}: shape {_show(shape)} is not a list of non-negative integers")
+        raise VadasmError(f"{where}: shape {shown(shape)} is not a list of non-negative integers")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
-        raise VadasmError(f"{where}: data_offsets {_show(offsets)} are not two non-negative integers")
+        raise VadasmError(f"{where}: data_offsets {shown(offsets)} are not two non-negative integers")
     begin, end = offsets
     if begin > end:
         raise VadasmError(f"{where}: data_offsets {offsets} end before they begin")
@@ -126,7 +126,7 @@ def _entry(path: Path | str, name: str, info: object, data_size: int) -> TensorE
     if end - begin != needed:
         raise VadasmError(f"{where}: holds {end - begin} bytes but shape {shape} of {dtype} needs {needed}")
     if end > data_size:
-        raise VadasmError(f"{path}: truncated safetensors file (tensor {_show(name)} ends at byte {end}, "
+        raise VadasmError(f"{path}: truncated safetensors file (tensor {shown(name)} ends at byte {end}, "
                           f"file holds {data_size} data bytes)")
     return TensorEntry(dtype, tuple(shape), begin, end)
 
@@ -136,7 +136,7 @@ def _refuse_overlaps(path: Path | str, entries: dict[str, TensorEntry]) -> None:
     spans = sorted((e.begin, e.end, name) for name, e in entries.items() if e.end > e.begin)
     for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
         if begin_b < end_a:
-            raise VadasmError(f"{path}: tensors {_show(a)} and {_show(b)} overlap in the file")
+            raise VadasmError(f"{path}: tensors {shown(a)} and {shown(b)} overlap in the file")
 
 
 def _max_depth(raw: bytes) -> int:
@@ -159,7 +159,7 @@ def refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     if len(result) != len(pairs):
         seen: set[str] = set()
         repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise DuplicateKeyError(f"key {_show(repeated)} appears twice")
+        raise DuplicateKeyError(f"key {shown(repeated)} appears twice")
     return result
 
 
@@ -167,7 +167,7 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _show(value: object) -> str:
+def shown(value: object) -> str:
     """A value for a one-line message: quoted, escaped, and cut short."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
