@@ -201,3 +201,17 @@ def test_a_zero_size_tensor_reads_back_empty(tmp_path):
     assert ck.get("model.layers.0.self_attn.q_proj.bias").shape == (0,)
     assert ck.get("model.layers.1.extra").shape == (3, 0)
     assert torch.equal(ck.get("lm_head.weight"), tensors["lm_head.weight"])
+
+
+@pytest.mark.parametrize("index_text, match", [
+    ('{"weight_map": {"lm_head.weight": "a.safetensors", "lm_head.weight": "b.safetensors"}}',
+     "key 'lm_head.weight' appears twice"),
+    ('{"metadata": {}}', "no 'weight_map' object"),
+    ('{"weight_map": ["model.safetensors"]}', "no 'weight_map' object"),
+    ('{"weight_map": {"lm_head.weight": "config.json"}}', "not a .safetensors file name"),
+    ('{"weight_map": {"lm_head.weight": 7}}', "not a .safetensors file name"),
+])
+def test_a_malformed_shard_index_is_refused(tmp_path, index_text, match):
+    folder = write_tiny_llama(tmp_path / "model")
+    (folder / INDEX).write_text(index_text)
+    refused(folder, match, folder / INDEX)
