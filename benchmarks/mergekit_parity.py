@@ -72,6 +72,9 @@ RECIPES = {
     "ram": {"parameters": {"epsilon": 0.01}, "model_params": [{}, {}]},
     "ramplus_tl": {"parameters": {"epsilon": 0.01, "r": 0.5, "alpha": 0.5}, "model_params": [{}, {}]},
     "slerp ignored weight": {"method": "slerp", "parameters": {"t": 0.3}, "model_params": [{"weight": 0.7}]},
+    # above 1M entries (embeddings of 4200 x 256) both tools take arcee_fusion's quantiles from a random sample
+    "arcee_fusion sampled": {"method": "arcee_fusion", "stats": True, "vocab": 4200, "parameters": {},
+                             "model_params": [{}]},
 }
 
 
@@ -109,7 +112,12 @@ def main() -> None:
     worst = 0.0
     stats_rows = []
     for method in cases:
-        raw = recipe(method, base, models)
+        case_base, case_models = base, models
+        if "vocab" in RECIPES[method]:  # its own models, with a larger vocabulary
+            vocab = RECIPES[method]["vocab"]
+            case_base = make_text_model(work / f"base-v{vocab}", "llama", vocab_size=vocab, **shape)
+            case_models = [perturbed_copy(case_base, work / f"ft{i}-v{vocab}", scale=0.02, seed=i) for i in (1, 2)]
+        raw = recipe(method, case_base, case_models)
         (work / f"{method}.yaml").write_text(yaml.safe_dump(raw))
         ours, theirs = work / f"ours-{method}", work / f"theirs-{method}"
         run_merge(recipe_from_dict(raw), ours, MergeOptions(progress=False))
@@ -119,7 +127,7 @@ def main() -> None:
         b = {}
         for shard in theirs.glob("*.safetensors"):
             b.update(load_file(shard))
-        base_w = load_file(base / "model.safetensors")
+        base_w = load_file(case_base / "model.safetensors")
         missing = set(a) ^ set(b)
         if missing:
             raise SystemExit(f"{method}: tensor names differ: {sorted(missing)[:5]}")
@@ -132,7 +140,8 @@ def main() -> None:
         print(f"| {method} | {len(a)} | {diff:.3g} | {moved:.3g} |")
     print(f"\nworst difference {worst:.3g} ({'within fp32 rounding' if worst < 1e-5 else 'NOT EQUAL'})")
     if stats_rows:
-        print("\nrandom pruning of one fine-tune (different generators): what the merge keeps of its delta")
+        print("\nrandom pruning (or sampled thresholds) of one fine-tune, different generators: "
+              "what the merge keeps of its delta")
         print("| case | fraction changed vadasm / mergekit | mean abs change vadasm / mergekit | ratio |")
         print("|---|---|---|---|")
         for case, (f_a, m_a), (f_b, m_b) in stats_rows:
