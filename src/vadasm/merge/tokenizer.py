@@ -64,10 +64,11 @@ def union_tokenizer(base_tokenizer, tokenizers: dict[str, object], rows: dict[st
     for model, tokenizer in tokenizers.items():
         decoder = tokenizer.added_tokens_decoder
         added_texts = {info.content for info in decoder.values()}
-        for token, index in tokenizer.get_vocab().items():
+        # in id order: get_vocab()'s order is a hash map's, so mergekit's union order varies from run to run
+        for token, index in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]):
             if index < rows[model] and token not in added_texts:
                 vocab_tokens.setdefault(token)
-        for index, info in decoder.items():
+        for index, info in sorted(decoder.items()):
             if index < rows[model]:
                 added.setdefault(info.content, info)
     result = copy_tokenizer(base_tokenizer)
