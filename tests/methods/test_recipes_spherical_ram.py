@@ -126,7 +126,7 @@ def test_nuslerp_without_weights_and_with_three_models_are_refused_by_the_recipe
                       "models": [{"model": str(ft1)}, {"model": str(ft2)}]})
     three = {"merge_method": "nuslerp", "models": [{"model": str(m), "parameters": {"weight": 1.0}}
                                                    for m in (base, ft1, ft2)]}
-    with pytest.raises(VadasmError, match="exactly 2"):
+    with pytest.raises(VadasmError, match=r"nuslerp. merges exactly 2 model\(s\), got 3"):
         recipe_from_dict(three)
 
 

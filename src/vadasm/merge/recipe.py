@@ -81,8 +81,8 @@ class MergeConfig(BaseModel):
             if method.exact_inputs is not None and len(inputs) != method.exact_inputs:
                 raise ValueError(
                     f"{where}: merge method '{method.name}' merges "
-                    f"{'the base with ' if not method.base_is_input else ''}exactly {method.exact_inputs} "
-                    f"{'other ' if not method.base_is_input else ''}model(s), got {len(inputs)}"
+                    f"{'the base with ' if base and not method.base_is_input else ''}exactly {method.exact_inputs} "
+                    f"{'other ' if base and not method.base_is_input else ''}model(s), got {len(inputs)}"
                 )
         known = set(method.model_params) | set(method.global_params)
         entry_params = ([(f"models[{i}].parameters", m.parameters) for i, m in enumerate(self.models or [])]
