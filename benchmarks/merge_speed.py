@@ -9,7 +9,7 @@ tensor by tensor. Also times `vadasm blend` (the SVD sweep) on the sizes given b
     python benchmarks/merge_speed.py --sizes 135M,1B,3B --mergekit /path/to/mergekit-venv/bin/mergekit-yaml
 
 Recipes compute in fp32 (`dtype: float32`) and write bf16 (`out_dtype: bfloat16`) in both
-tools. DARE draws its random masks from different generators in the two tools, so DARE outputs
+tools. DARE and DELLA draw their random masks from different generators in the two tools, so their outputs
 are compared by statistics (fraction of entries changed, mean |merged - base|), not equality;
 benchmarks/mergekit_parity.py checks DARE equality at density 1.
 """
@@ -42,6 +42,9 @@ METHODS: dict[str, dict] = {
                                                                  {"weight": 0.5, "density": 0.5}]},
     "dare_ties": {"parameters": {}, "model_params": [{"weight": 0.5, "density": 0.5},
                                                      {"weight": 0.5, "density": 0.5}]},
+    "model_stock": {"parameters": {}, "model_params": [{}, {}]},
+    "della": {"parameters": {}, "model_params": [{"weight": 0.5, "density": 0.5, "epsilon": 0.1},
+                                                 {"weight": 0.5, "density": 0.5, "epsilon": 0.1}]},
 }
 GIB = 2**30
 TIME = "/usr/bin/time"  # GNU time: the child's peak RSS, free of this process's memory
@@ -178,7 +181,7 @@ def print_tables(rows: list[Row], blends: list[dict]) -> None:
         cpu = f"{r.vadasm.cpu_seconds:.1f} / {mk.cpu_seconds:.1f}" if mk else f"{r.vadasm.cpu_seconds:.1f} / -"
         cpu_ratio = f"{r.vadasm.cpu_seconds / mk.cpu_seconds:.2f}x" if mk else "-"
         rss_ratio = f"{r.vadasm.peak_rss_bytes / mk.peak_rss_bytes:.2f}x" if mk else "-"
-        if r.method.startswith("dare") and r.changed_fraction:
+        if r.method.startswith(("dare", "della")) and r.changed_fraction:
             equality = "random masks differ"
             differing = (f"changed {r.changed_fraction[0]:.1%} vs {r.changed_fraction[1]:.1%}; mean |Δ| "
                          f"{r.mean_abs_delta[0]:.3g} vs {r.mean_abs_delta[1]:.3g}")

@@ -144,12 +144,12 @@ def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def l1_rescaled(delta: torch.Tensor, kept: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """`kept` (a pruned copy of `delta`) scaled to delta's L1 norm: mergekit's `rescale` for DELLA
-    and breadcrumbs (not DARE's 1/density). Unchanged when either norm is below `eps`."""
+    """`kept` (a pruned copy of `delta`, scaled in place) brought to delta's L1 norm: mergekit's
+    `rescale` for DELLA and breadcrumbs (not DARE's 1/density). Unchanged when either norm < `eps`."""
     before, after = delta.abs().sum(), kept.abs().sum()
     if before < eps or after < eps:
         return kept
-    return kept * (before / after)
+    return kept.mul_(before / after)
 
 
 def magnitude_outliers_prune(delta: torch.Tensor, density: float, gamma: float, rescale: bool = False) -> torch.Tensor:

@@ -69,8 +69,8 @@ def generalized_task_arithmetic(
     base32 = base.float()
     density = density if density is not None else [1.0] * len(tensors)
     generators = generator if isinstance(generator, Sequence) else [generator] * len(tensors)
-    deltas = []
-    for i, (tensor, dens) in enumerate(zip(tensors, density)):
+    stacked = torch.empty((len(tensors), *base32.shape), dtype=torch.float32, device=base32.device)
+    for i, (tensor, dens) in enumerate(zip(tensors, density)):  # written in place: no second copy of all deltas
         delta = tensor.float() - base32
         if pruning == "magnitude":
             delta = apply_cut(delta, cuts[i], offset) if cuts is not None else magnitude_prune(delta, dens)
@@ -80,15 +80,14 @@ def generalized_task_arithmetic(
             delta = della_prune(delta, dens, epsilon[i], rescale, generators[i])
         elif pruning == "outliers":
             delta = magnitude_outliers_prune(delta, dens, gamma[i], rescale)
-        deltas.append(delta)
-    stacked = torch.stack(deltas)
-    del deltas
+        stacked[i] = delta
+        del delta
     weights = torch.tensor(list(weight), dtype=torch.float32, device=base.device).reshape(-1, *([1] * base.dim()))
     stacked.mul_(weights)
     if consensus:
         mask = sign_consensus_mask(stacked, consensus)
-        mixed = (stacked * mask).sum(dim=0)
         divisor = (weights * mask).sum(dim=0)
+        mixed = stacked.mul_(mask).sum(dim=0)
         divisor[divisor == 0] = 1
     else:
         mixed = stacked.sum(dim=0)
