@@ -160,6 +160,7 @@ def read_recipe_yaml(path: str | Path) -> dict:
 
 
 def load_recipe(path: str | Path) -> MergeConfig:
+    """Read and validate a mergekit-style YAML recipe; any problem is a one-line `VadasmError` naming the file."""
     raw = read_recipe_yaml(path)
     for key in _IGNORED_KEYS & raw.keys():
         raw.pop(key)

@@ -92,6 +92,13 @@ class MergeOptions:
 
 
 def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | None = None) -> MergeResult:
+    """Merge the recipe's models into the folder `output`, one tensor at a time.
+
+    Opens every input lazily, plans each output tensor (merged by the recipe's method, or copied
+    from the base with the reason recorded), writes shards into a temporary folder and renames it on
+    success, so a failure leaves nothing behind. Refuses bad inputs with a `VadasmError`; returns
+    what was merged and what was not (`MergeResult.not_merged`).
+    """
     options = options or MergeOptions()
     started = time.perf_counter()
     output = Path(output)
