@@ -137,6 +137,12 @@ def _check_svd(svd: Svd, shape: tuple[int, ...], rank: int | None) -> bool:
 
 
 def run_blend(before_ref: str, after_ref: str, output: str | Path, options: BlendOptions) -> BlendResult:
+    """Blend the singular values of a before/after pair for every alpha in `options.alphas`.
+
+    One SVD of each after-weight serves all alphas; each alpha becomes a loadable checkpoint
+    `output/alpha_{a:.1f}/` with the sigma logs and a summary beside them, written atomically.
+    Which weights are blended and what is copied (with reasons) is recorded in svd_blend_meta.json.
+    """
     start = time.perf_counter()
     labels = alpha_labels(options.alphas)
     if options.rank is not None and options.rank < 1:

@@ -271,6 +271,10 @@ def hardware_summary() -> str:
 
 def write_card(model: Path, eval_files: list[Path] | None = None, repo: str | None = None,
                force: bool = False) -> Path:
+    """Write `model/README.md` from what was recorded (vadasm_config.json and eval JSON files) only.
+
+    Refuses to replace a README that `vadasm card` did not write unless `force`; returns its path.
+    """
     target = Path(model) / "README.md"
     if target.is_file() and not force and CARD_MARKER not in target.read_text():
         raise VadasmError(f"{target}: exists and was not written by `vadasm card`; use --force to replace it")

@@ -224,6 +224,13 @@ class Step:
 
 def graft(donor: str | Path, recipient: str | Path, output: str | Path, options: GraftOptions | None = None
           ) -> GraftResult:
+    """Give `recipient` the donor VLM's vision (tower + projector), training-free, in the folder `output`.
+
+    The pair class (A: shared base; B: same tokenizer, other sizes; C: other tokenizer) decides what
+    is possible: class A also merges the donor's language delta over `options.base`; B and C keep
+    the recipient's language model and map the projector into its embedding space. Bad inputs are a
+    one-line `VadasmError`; the output is written atomically. Returns what was done and why.
+    """
     opts = options or GraftOptions()
     started = time.perf_counter()
     output = Path(output)
