@@ -1,7 +1,8 @@
 """Text benchmarks through EleutherAI's lm-eval, for users who want its exact task definitions.
 
 Only the text benchmarks it defines identically are bridged (MMLU, GSM8K). lm-eval downloads its
-own data from the Hub, so this path needs network access; the results land in the same table.
+own data from the Hub, so this path needs network access and `--data` is refused with it (one line,
+in `evaluate_all`) rather than silently ignored; the results land in the same table.
 """
 
 from __future__ import annotations
