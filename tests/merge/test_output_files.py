@@ -92,6 +92,7 @@ def test_card_front_matter_names_repo_ids_and_the_shared_licence_never_local_pat
     assert front["license"] == "apache-2.0" and front["tags"] == ["merge", "vadasm"]
     assert front["library_name"] == "transformers"
     assert str(tmp_path) not in card.split("---")[1]
+    assert "# out\n" in card and f'from_pretrained("{tmp_path / "out"}")' in card  # the final folder, not the temp
 
 
 def test_card_front_matter_leaves_out_a_licence_the_inputs_disagree_on(tmp_path):

@@ -190,9 +190,12 @@ def front_matter(config: dict, model_type: str) -> dict:
     return front
 
 
-def render_card(model: Path, eval_files: list[Path] | None = None, repo: str | None = None) -> str:
-    """The README.md text of a vadasm-made model."""
+def render_card(model: Path, eval_files: list[Path] | None = None, repo: str | None = None,
+                location: Path | None = None) -> str:
+    """The README.md text of a vadasm-made model. `location`: where the folder will be read from,
+    when the card is written before the output is renamed into place (as `vadasm merge` does)."""
     model = Path(model)
+    shown = Path(location) if location is not None else model
     config = read_config(model)
     model_config = json.loads((model / "config.json").read_text()) if (model / "config.json").is_file() else {}
     model_type = model_config.get("model_type", "unknown")
@@ -201,7 +204,7 @@ def render_card(model: Path, eval_files: list[Path] | None = None, repo: str | N
     kind = config.get("kind", "model")
     front = front_matter(config, model_type)
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", CARD_MARKER, "",
-             f"# {repo.split('/')[-1] if repo else model.name}", "",
+             f"# {repo.split('/')[-1] if repo else shown.name}", "",
              f"A `{model_type}` checkpoint made by vadasm {config.get('version', '')} ({kind}), without training.", ""]
 
     lines += ["## How it was made", "", "| role | model | fingerprint |", "|---|---|---|"]
@@ -246,7 +249,7 @@ def render_card(model: Path, eval_files: list[Path] | None = None, repo: str | N
     if isinstance(tuning, dict) and tuning.get("evaluation_seconds") is not None:
         lines.append(f"- tuning: {tuning['evaluation_seconds']} s scoring candidates (resumed trials included)")
     lines.append(f"- recorded on: {hardware}" if hardware else "- hardware: not recorded")
-    lines += ["", "## How to use", "", load_code(model_type, repo or str(model)), ""]
+    lines += ["", "## How to use", "", load_code(model_type, repo or str(shown)), ""]
     lines += ["## Limits", "",
               "- Only the tasks, splits and item counts in the tables above were measured; nothing else is claimed.",
               "- Made without training: it inherits its inputs' licences, biases and failure modes."]

@@ -172,7 +172,7 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
         (tmp / "vadasm_config.json").write_text(json.dumps(provenance, indent=2) + "\n")
         from vadasm.card import render_card  # the card reads vadasm_config.json back
 
-        (tmp / "README.md").write_text(render_card(tmp))
+        (tmp / "README.md").write_text(render_card(tmp, location=output))
         watch.refuse_changed("merge")  # an input rewritten or replaced meanwhile: nothing written
 
     return MergeResult(
