@@ -76,6 +76,16 @@ def test_bad_parameter_flags_are_one_line(tmp_path, flags, message):
     assert outcome.problems == [], (outcome.problems, outcome.stderr, outcome.traceback)
 
 
+def test_parameter_flags_are_typed_by_the_method():
+    from vadasm.cli.merge_cmd import _apply_flags
+    from vadasm.merge import recipe_from_dict
+
+    raw = _apply_flags({}, "linear", None, ["a", "b"], None, None, ["normalize=1"], None, False)
+    assert recipe_from_dict(raw, source="flags").parameters == {"normalize": True}
+    raw = _apply_flags({}, "ties", "b", ["x", "y"], [0.5], None, ["lambda=2", "normalize=off"], None, False)
+    assert recipe_from_dict(raw, source="flags").parameters == {"lambda": 2.0, "normalize": False}
+
+
 def test_checked_values_reach_the_method_as_their_types(tmp_path, llama_trio):
     """normalize: "off" means False and quoted weights are numbers: the output is ft1 + ft2, not their mean."""
     _, ft1, ft2 = llama_trio

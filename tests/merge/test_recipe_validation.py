@@ -241,6 +241,20 @@ def test_zero_sum_weights_are_fine_without_normalize():
     assert recipe.parameters == {"normalize": False}
 
 
+def multislerp(*weights, **global_params) -> dict:
+    """multislerp around a base that has no weight of its own (it is not one of the inputs)."""
+    return {"merge_method": "multislerp", "base_model": "b", "parameters": global_params,
+            "models": [{"model": "b"}] + [{"model": f"m{i}", "parameters": {"weight": w}}
+                                          for i, w in enumerate(weights)]}
+
+
+def test_multislerp_weights_summing_to_zero_are_refused_when_normalised():
+    with pytest.raises(VadasmError, match="the weights sum to 0 .* with normalize_weights: true"):
+        recipe_from_dict(multislerp(0.5, -0.5))
+    assert recipe_from_dict(multislerp(0.5, -0.5, normalize_weights="no")).parameters == {"normalize_weights": False}
+    assert recipe_from_dict(multislerp(0.5, 0.25)).models[2].parameters == {"weight": 0.25}
+
+
 def test_one_folder_written_two_ways_is_one_model(tmp_path, monkeypatch):
     (tmp_path / "m").mkdir()
     monkeypatch.chdir(tmp_path)

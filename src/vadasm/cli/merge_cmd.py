@@ -99,19 +99,9 @@ def _apply_flags(raw: dict, method, base, models, weights, densities, params, se
         key, sep, value = item.partition("=")
         if not sep:
             raise VadasmError(f"--param {item}: expected KEY=VALUE")
-        raw.setdefault("parameters", {})[key.strip()] = _parse_value(value.strip())
+        raw.setdefault("parameters", {})[key.strip()] = value.strip()  # typed by the method's Param when checked
     if seed is not None:
         raw["seed"] = seed
     if exclude_norms:
         raw["exclude_norms"] = True
     return raw
-
-
-def _parse_value(text: str):
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        return float(text)
-    except ValueError:
-        return text

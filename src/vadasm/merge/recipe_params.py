@@ -23,6 +23,8 @@ from vadasm.merge.recipe_yaml import short
 from vadasm.methods.registry import MergeMethod, Param
 
 _CONDITION_KEYS = {"filter", "value"}
+# Methods that divide by the sum of the weights, unguarded, and the parameter that switches it on.
+_NORMALIZING = {"linear": "normalize", "multislerp": "normalize_weights"}
 _SCALARS = (bool, int, float, str)
 
 
@@ -109,8 +111,9 @@ def check_recipe(recipe: Any, method: MergeMethod) -> None:
         _check_required(method, scopes)
         _check_required_per_model(method, recipe, entries, scopes)
         _check_duplicates(group, entries)
-        if method.name == "linear":  # the one method that divides by sum(weights) without a guard
-            _check_weight_sum(method, group, entries, scopes)
+        if method.name in _NORMALIZING:
+            inputs = [e for e in entries if method.base_is_input or e[0] != recipe.base_model]
+            _check_weight_sum(method, _NORMALIZING[method.name], group, inputs, scopes)
     for key in ("dtype", "out_dtype"):
         value = getattr(recipe, key, None)
         if value is not None and value.lower() not in DTYPE_NAMES:
@@ -166,27 +169,28 @@ def _check_duplicates(group: str, entries: list) -> None:
         seen[key] = i
 
 
-def _check_weight_sum(method: MergeMethod, group: str, entries: list, scopes: list[dict]) -> None:
+def _check_weight_sum(method: MergeMethod, switch: str, group: str, entries: list, scopes: list[dict]) -> None:
     """Refuse weights whose sum is 0, or changes sign across layers, for some tensor while normalising."""
     settings = [[params.get("weight")] + [s.get("weight") for s in scopes] for _, params, _ in entries]
-    normalize = [s.get("normalize") for s in scopes]
+    normalize = [s.get(switch) for s in scopes]
     names, ts = sample_points([v for chain in settings + [normalize] for v in chain if v is not None])
     for name in names:
         sums = []
         for t in ts:
-            if not first_value(normalize, name, t, method.param("normalize").default):
-                sums.append(None)
+            weights = [first_value(chain, name, t, method.param("weight").default) for chain in settings]
+            if not first_value(normalize, name, t, method.param(switch).default) or None in weights:
+                sums.append(None)  # not normalised here (or a filter leaves a weight unset: refused when run)
                 continue
-            sums.append(sum(first_value(chain, name, t, method.param("weight").default) for chain in settings))
+            sums.append(sum(weights))
         where = f"for tensors containing '{name}'" if name else "for some tensors"
         for t, total in zip(ts, sums):
             if total == 0:
                 raise ValueError(f"{group}: the weights sum to 0 {where} (layer position t={t:g}); "
-                                 "with normalize: true that divides by zero")
+                                 f"with {switch}: true that divides by zero")
         for (t0, a), (t1, b) in zip(zip(ts, sums), zip(ts[1:], sums[1:])):
             if a is not None and b is not None and (a < 0) != (b < 0):
                 raise ValueError(f"{group}: the weights' sum changes sign between t={t0:g} and t={t1:g} {where}; "
-                                 "with normalize: true some layer would be divided by about zero")
+                                 f"with {switch}: true some layer would be divided by about zero")
 
 
 def sample_points(settings: list) -> tuple[list[str], list[float]]:
