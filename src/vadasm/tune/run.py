@@ -140,7 +140,9 @@ class Evaluator:
                  threads: int | None = None, pool: RayPool | None = None):
         self.objective, self.workers, self._pool, self._ray = objective, workers, None, pool
         self._owns_ray = pool is None and ray_address is not None
-        # Worker processes share the cores; without a choice each takes its share.
+        # Worker processes share this machine's cores; without a choice each takes its share. Ray tasks
+        # run elsewhere with their own CPU count (OMP_NUM_THREADS), so only an explicit --threads goes there.
+        self.ray_threads = threads or 0
         self.threads = threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0)
         if self._owns_ray:
             self._ray = RayPool(ray_address, workers=workers if workers > 1 else None)
@@ -148,8 +150,8 @@ class Evaluator:
             self._pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
 
     def run(self, jobs: list[tuple[Any, str, bool]]) -> list[Evaluation]:
-        if self._ray is not None:  # Ray gives each task its CPUs (OMP_NUM_THREADS); --threads still wins
-            return self._ray.map(_evaluate, [(candidate_label(p, s), (self.objective, p, s, c, self.threads))
+        if self._ray is not None:
+            return self._ray.map(_evaluate, [(candidate_label(p, s), (self.objective, p, s, c, self.ray_threads))
                                              for p, s, c in jobs])
         if self._pool is not None:
             futures = [self._pool.submit(_evaluate, self.objective, p, s, c, self.threads) for p, s, c in jobs]
