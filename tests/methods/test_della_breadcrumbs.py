@@ -8,7 +8,13 @@ import vadasm.methods.sparsify as sparsify
 from vadasm.errors import VadasmError
 from vadasm.merge import MergeOptions, recipe_from_dict, run_merge
 from vadasm.methods import generalized_task_arithmetic, get_method
-from vadasm.methods.sparsify import della_prune, l1_rescaled, magnitude_outliers_prune, top_k_mask
+from vadasm.methods.sparsify import (
+    della_keep_probabilities,
+    della_prune,
+    l1_rescaled,
+    magnitude_outliers_prune,
+    top_k_mask,
+)
 
 QUIET = MergeOptions(progress=False)
 
@@ -60,6 +66,16 @@ def test_top_k_mask_breaks_ties_by_position():
     assert top_k_mask(values, 2).tolist() == [False, True, True, False, False]
     assert top_k_mask(values, 0).sum() == 0
     assert top_k_mask(values, 5).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 30), (12, 7), (4, 5, 6)])
+def test_della_probabilities_equal_mergekits_ranks(shape):
+    rows = torch.randn(shape, generator=torch.Generator().manual_seed(9))
+    # mergekit 0.1.5 della_magprune: 1-based ranks along dim 1, min-max normalised
+    ranks = torch.argsort(rows.abs(), dim=1).argsort(dim=1).float() + 1
+    low, high = ranks.min(dim=1, keepdim=True).values, ranks.max(dim=1, keepdim=True).values
+    expected = (0.4 - 0.25) + ((ranks - low) / (high - low)).clamp(0, 1) * 2 * 0.25
+    assert torch.equal(della_keep_probabilities(rows, 0.4, 0.25), expected)
 
 
 def test_della_keep_probability_follows_the_magnitude_rank():

@@ -190,19 +190,26 @@ def della_prune(
     if density + epsilon >= 1 or density - epsilon <= 0:
         raise ValueError(f"density {density:g} +/- epsilon {epsilon:g} must lie inside (0, 1)")
     rows = delta.reshape(1, -1) if delta.dim() < 2 else delta
-    width = rows.shape[1]
     keep = torch.empty(rows.shape, dtype=torch.bool, device=delta.device)
     step = max(1, _CHUNK_ELEMENTS // max(1, rows[0].numel()))
     for start in range(0, rows.shape[0], step):
         part = rows[start:start + step]
-        if width > 1 and epsilon != 0:
-            ranks = part.abs().argsort(dim=1, stable=True).argsort(dim=1).float()
-            probs = (density - epsilon) + ranks / (width - 1) * 2 * epsilon
-        else:
-            probs = torch.full(part.shape, density, device=delta.device)
+        probs = della_keep_probabilities(part, density, epsilon)
         keep[start:start + step] = torch.rand(part.shape, generator=generator, device=delta.device) < probs
     kept = delta * keep.reshape(delta.shape)
     return l1_rescaled(delta, kept) if rescale else kept
+
+
+def della_keep_probabilities(rows: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
+    """Keep probability of each entry of `rows` (2-D or more): density - epsilon + 2 * epsilon *
+    rank / (width - 1), rank (0-based) of |entry| along dim 1, as mergekit's della_magprune."""
+    width = rows.shape[1]
+    if width < 2 or epsilon == 0:
+        return torch.full(rows.shape, density, dtype=torch.float32, device=rows.device)
+    order = rows.abs().argsort(dim=1, stable=True)
+    positions = torch.arange(width, device=rows.device).reshape(1, width, *([1] * (rows.dim() - 2))).expand_as(order)
+    ranks = torch.empty_like(order).scatter_(1, order, positions)  # argsort of argsort, in O(n)
+    return (density - epsilon) + ranks.float() / (width - 1) * 2 * epsilon
 
 
 _CHUNK_ELEMENTS = 1 << 20  # DELLA ranks rows in chunks of about this many entries (bounded int64 buffers)
