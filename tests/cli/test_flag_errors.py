@@ -112,3 +112,14 @@ def test_a_huge_device_name_is_not_echoed_whole():
     with pytest.raises(VadasmError) as caught:
         resolve_device("x" * 10_000)
     assert len(str(caught.value)) < 120
+
+
+@pytest.mark.parametrize("value, message", [
+    ("x=[1", "--set '[1': not valid YAML at line 1, column 3"),
+    ("x=&a [*a]", "--set '&a [*a]': line 1: an alias refers to the value that contains it"),
+])
+def test_a_malformed_tune_set_value_is_one_line(tmp_path, value, message):
+    argv = ["tune", "--donor", "d", "--recipient", "r", "--param", "beta=0:1@1", "--set", value,
+            "--output", str(tmp_path / "out")]
+    outcome = run_case(Case(argv, [], tmp_path / "out", mention=message))
+    assert outcome.problems == [], (outcome.problems, outcome.stderr, outcome.traceback)

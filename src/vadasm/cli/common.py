@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -75,6 +75,16 @@ def resolve_device(device: str, here: bool = True) -> str:
     if kind == "mps" and not torch.backends.mps.is_available():
         raise VadasmError(f"--device {shown}: mps is not available on this machine ({torch_build()})")
     return text
+
+
+def parse_flag_value(flag: str, text: str) -> Any:
+    """A KEY=VALUE flag's value read as YAML (numbers, booleans, lists), bounded like a recipe; one line if not."""
+    from vadasm.merge.recipe_yaml import RecipeYamlError, load_yaml_text, short
+
+    try:
+        return load_yaml_text(text)
+    except RecipeYamlError as err:
+        raise VadasmError(f"{flag} {short(text)}: {err}") from None
 
 
 def torch_build() -> str:

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
 from vadasm.cli import app
-from vadasm.cli.common import AsJson, Device, Force, Quiet, check_run_flags, emit
+from vadasm.cli.common import AsJson, Device, Force, Quiet, check_run_flags, emit, parse_flag_value
 from vadasm.errors import VadasmError
 from vadasm.merge import read_recipe_yaml
 
@@ -27,7 +26,7 @@ def parse_pairs(values: list[str] | None, flag: str, number: bool = False) -> di
             except ValueError:
                 raise VadasmError(f"{flag} {value!r}: {rest!r} is not a number") from None
         else:
-            out[key.strip()] = yaml.safe_load(rest)
+            out[key.strip()] = parse_flag_value(flag, rest)
     return out
 
 
