@@ -65,3 +65,14 @@ def test_sigterm_removes_the_temp_folder_and_exits_143(tmp_path, llama_trio, mon
     assert outcome.stderr.splitlines() == ["error: stopped by SIGTERM"]
     assert not out.exists() and beside(out) == [] and snapshot(list(llama_trio)) == before
     assert signal.getsignal(signal.SIGTERM) is handler_before  # main() put the old handler back
+
+
+USAGE_ERRORS = [["merge", "--seed", "x", "out"], ["merge"], ["bogus"], ["merge", "out", "--bogus", "1"]]
+
+
+@pytest.mark.parametrize("argv", USAGE_ERRORS)
+def test_usage_errors_are_one_line_and_exit_2(argv):
+    outcome = run_cli(argv)
+    lines = outcome.stderr.strip().splitlines()
+    assert outcome.code == 2 and outcome.traceback is None
+    assert len(lines) == 1 and lines[0].startswith("error: vadasm") and "--help" in lines[0], outcome.stderr

@@ -11,6 +11,7 @@ import sys
 import threading
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer >= 0.29 vendors click
 
 from vadasm.errors import VadasmError
 from vadasm.io.output import locks_held_for_the_run
@@ -79,7 +80,19 @@ def main() -> None:
     previous = {sig: signal.signal(sig, _terminate) for sig in TERMINATING_SIGNALS} if in_main_thread else {}
     try:
         with locks_held_for_the_run():  # an output's lock is kept from its first check to its rename
-            app()  # click handles --help and usage errors itself (exit 2 with usage text)
+            code = app(prog_name="vadasm", standalone_mode=False)  # usage errors: one line, below
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except NoArgsIsHelpError as err:
+        print(err.format_message())
+        sys.exit(0)
+    except UsageError as err:
+        command = err.ctx.command_path if err.ctx else "vadasm"
+        print(f"error: {command}: {' '.join(err.format_message().split())} (see {command} --help)", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
     except VadasmError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
