@@ -10,9 +10,10 @@ def test_repo_ids_come_from_references_or_name_or_path_and_local_paths_never(tmp
         {"ref": "org/hub-model", "path": "/cache/snapshots/abc", "license": "mit"},
         {"ref": "models/local", "path": str(tmp_path / "models/local"), "license": "mit"},
         {"ref": "./ft", "path": "/data/ft", "name_or_path": "org/ft-source", "license": "mit"},
-        {"ref": "/abs/folder", "path": "/abs/folder", "name_or_path": "/abs/folder", "license": "mit"}]}
+        {"ref": "/abs/folder", "path": "/abs/folder", "name_or_path": "/abs/folder", "license": "mit"},
+        {"ref": "org/base+org/adapter", "path": "/cache/base", "license": "mit"}]}
     front = front_matter(config, "llama")
-    assert front["base_model"] == ["org/hub-model", "org/ft-source"]
+    assert front["base_model"] == ["org/hub-model", "org/ft-source", "org/base", "org/adapter"]
     assert front["base_model_relation"] == "merge" and front["license"] == "mit"
     assert front["tags"] == ["merge", "vadasm"] and front["pipeline_tag"] == "text-generation"
 

@@ -163,7 +163,13 @@ def hub_ids(config: dict) -> list[str]:
     for record in records:
         if not isinstance(record, dict):
             continue
-        for candidate in (record.get("ref"), record.get("path"), record.get("name_or_path")):
+        ref = record.get("ref")
+        if isinstance(ref, str) and "+" in ref and not Path(ref).exists():  # MODEL+LORA: both count
+            parts = [part for part in ref.split("+") if looks_like_repo_id(part)]
+            if parts:
+                ids += parts
+                continue
+        for candidate in (ref, record.get("path"), record.get("name_or_path")):
             if isinstance(candidate, str) and looks_like_repo_id(candidate):
                 ids.append(candidate)
                 break

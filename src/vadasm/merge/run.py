@@ -32,7 +32,9 @@ from vadasm.io import (
     check_output_free,
     parse_dtype,
     parse_size,
+    resolve_model_path,
 )
+from vadasm.merge.lora import LoraCheckpoint, split_reference
 from vadasm.merge.plan import TensorAction, natural_key, plan_tensors  # noqa: F401 (natural_key: graft imports it here)
 from vadasm.merge.recipe import MergeConfig, resolve_setting
 from vadasm.merge.sidecars import (
@@ -102,7 +104,8 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
     options = options or MergeOptions()
     started = time.perf_counter()
     output = Path(output)
-    check_output_free(output, options.force, recipe.referenced_models())
+    refs = [part for ref in recipe.referenced_models() for part in split_reference(ref) if part]
+    check_output_free(output, options.force, refs)
     method = get_method(recipe.merge_method)
     notes = ignored_settings(method, recipe.model_dump(exclude_none=True))
 
@@ -339,10 +342,14 @@ def _generators(seed: int, name: str, count: int, device: str) -> list[torch.Gen
 
 
 def _open_all(recipe: MergeConfig, options: MergeOptions) -> dict[str, Checkpoint]:
-    return {
-        ref: Checkpoint.open(ref, allow_pickle=options.allow_pickle, trust_remote_code=options.trust_remote_code)
-        for ref in recipe.referenced_models()
-    }
+    """Every model of the recipe, opened; a `MODEL+LORA` reference reads MODEL with the adapter folded in."""
+    opened = {}
+    for ref in recipe.referenced_models():
+        model, adapter = split_reference(ref)
+        checkpoint = Checkpoint.open(model, allow_pickle=options.allow_pickle,
+                                     trust_remote_code=options.trust_remote_code)
+        opened[ref] = LoraCheckpoint.wrap(checkpoint, resolve_model_path(adapter)) if adapter else checkpoint
+    return opened
 
 
 def _common_architecture(reference: Checkpoint, models: list[Checkpoint]) -> Architecture:
