@@ -113,3 +113,11 @@ def test_zero_size_and_scalar_tensors_are_valid(tmp_path):
     save_file(tensors, path)
     entries = read_header(path)
     assert {n: e.shape for n, e in entries.items()} == {n: tuple(t.shape) for n, t in tensors.items()}
+
+
+@pytest.mark.parametrize("header, data, match", [
+    ({"b": GOOD["b"]}, bytes(22), "starts at byte 16, the previous one ends at 0"),  # a tensor dropped
+    (GOOD, bytes(30), "8 bytes after the last tensor belong to no tensor"),
+])
+def test_bytes_that_belong_to_no_tensor_are_refused_as_the_safetensors_library_does(tmp_path, header, data, match):
+    refused(write_raw(tmp_path / "m.safetensors", header, data), match)

@@ -78,7 +78,8 @@ def parse_header(raw: bytes, data_size: int, path: Path | str) -> dict[str, Tens
     Refused: non-JSON or non-UTF-8 text, nesting deeper than the format's, a top level that is
     not an object, repeated keys, entries without a known dtype, a shape of non-negative ints or
     two ordered non-negative offsets, a byte count that is not shape x dtype size, tensors past
-    the end of the file or overlapping another, and metadata that is not str -> str.
+    the end of the file or overlapping another, bytes that belong to no tensor (the `safetensors`
+    library, and so transformers, refuses those files too), and metadata that is not str -> str.
     """
     depth = _max_depth(raw)
     if depth > MAX_DEPTH:
@@ -100,6 +101,7 @@ def parse_header(raw: bytes, data_size: int, path: Path | str) -> dict[str, Tens
     entries = {name: _entry(path, name, info, data_size)
                for name, info in header.items() if name != "__metadata__"}
     _refuse_overlaps(path, entries)
+    _refuse_gaps(path, entries, data_size)
     return entries
 
 
@@ -137,6 +139,20 @@ def _refuse_overlaps(path: Path | str, entries: dict[str, TensorEntry]) -> None:
     for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
         if begin_b < end_a:
             raise VadasmError(f"{path}: tensors {shown(a)} and {shown(b)} overlap in the file")
+
+
+def _refuse_gaps(path: Path | str, entries: dict[str, TensorEntry], data_size: int) -> None:
+    """Tensors must tile the data area in offset order, as the `safetensors` library checks: a hole or
+    trailing bytes mean a tensor was dropped from the header or the file was damaged."""
+    position = 0
+    for begin, end, name in sorted((e.begin, e.end, name) for name, e in entries.items()):
+        if begin != position:
+            raise VadasmError(f"{path}: corrupt safetensors file (tensor {shown(name)} starts at byte {begin}, "
+                              f"the previous one ends at {position})")
+        position = end
+    if position != data_size:
+        raise VadasmError(f"{path}: corrupt safetensors file ({data_size - position} bytes after the last tensor "
+                          "belong to no tensor)")
 
 
 def _max_depth(raw: bytes) -> int:
