@@ -111,6 +111,15 @@ def test_malformed_yaml_names_line_and_column(tmp_path):
     refused(write(tmp_path, "merge_method: linear\nmodels: [a, b\nparameters: {}\n"), "not valid YAML at line 3")
 
 
+@pytest.mark.parametrize("value, problem", [
+    ("!!int x", "line 2: cannot read a value: invalid literal for int()"),
+    ("2024-13-45", "line 2: cannot read a value: month must be in 1..12"),
+    ("1" * 5000, "line 2: cannot read a value: Exceeds the limit (4300 digits)"),
+])
+def test_a_value_its_tag_cannot_build_is_one_line(tmp_path, value, problem):
+    refused(write(tmp_path, f"merge_method: linear\nseed: {value}\n"), problem)
+
+
 def test_python_tags_are_not_constructed(tmp_path):
     refused(write(tmp_path, "merge_method: !!python/object/apply:os.system [echo hi]\n"), "could not determine")
 
@@ -180,6 +189,12 @@ def test_bad_leaves_are_refused_with_their_key_path(param, setting, problem):
     with pytest.raises(ValueError) as caught:
         check_setting(param, setting, "parameters.x")
     assert str(caught.value).startswith("parameters.x") and problem in str(caught.value), str(caught.value)
+
+
+def test_an_integer_beyond_any_float_is_refused_without_overflow():
+    for value, bits in ((10**400, 1329), (-(16**5000), 20001)):  # the second is too long even to print
+        with pytest.raises(ValueError, match=rf"parameters.weight: 'weight' is too large \({bits}-bit integer\)"):
+            check_setting(WEIGHT, value, "parameters.weight")
 
 
 def test_an_echoed_value_is_capped():

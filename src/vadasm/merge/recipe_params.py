@@ -35,6 +35,8 @@ def check_leaf(param: Param, value: Any, where: str) -> Any:
             value = float(value.strip())
     elif param.kind is bool and type(value) is int and value in (0, 1):
         value = bool(value)
+    if type(value) is int and abs(value).bit_length() > 1000:  # beyond any float: Param.check would overflow
+        raise ValueError(f"{where}: '{param.name}' is too large ({abs(value).bit_length()}-bit integer)")
     try:
         return param.check(value)
     except ValueError as err:

@@ -32,7 +32,10 @@ class RecipeYamlError(Exception):
 
 def short(value: Any, limit: int = 40) -> str:
     """repr() of a value cut to `limit` characters, so an error never echoes a huge input."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's 4300-digit repr limit
+        return f"<a {type(value).__name__} too long to show>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -72,6 +75,9 @@ def load_yaml_text(text: str) -> Any:
                               "is not allowed") from None
     except yaml.YAMLError as err:
         raise RecipeYamlError(f"not valid YAML: {_one_line(str(err))}") from None
+    except (ValueError, TypeError, OverflowError) as err:  # a constructor refusing a value: !!int x, 2024-13-45
+        where = f"line {loader.current_line}: " if loader is not None and loader.current_line else ""
+        raise RecipeYamlError(f"{where}cannot read a value: {_one_line(str(err), 100)}") from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -90,6 +96,11 @@ class _BoundedLoader(yaml.SafeLoader):
         self._aliases = 0
         self._depth = 0
         self._nodes = 0
+        self.current_line = 0  # of the value being constructed, for errors raised by constructors
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        self.current_line = node.start_mark.line + 1
+        return super().construct_object(node, deep)
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         if self.check_event(yaml.AliasEvent):
