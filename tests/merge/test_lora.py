@@ -98,3 +98,19 @@ def test_fan_in_fan_out_adapters_of_conv1d_models(tmp_path):
     name = "transformer.h.1.attn.c_attn.weight"
     assert not torch.equal(merged[name], load_file(base / "model.safetensors")[name])
     assert all(torch.allclose(merged[k], state[k], atol=1e-6) for k in merged if k in state)
+
+
+def test_embedding_lora(tmp_path):
+    base = make_text_model(tmp_path / "base", "llama")
+    torch.manual_seed(5)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(
+        r=2, lora_alpha=4, target_modules=["embed_tokens"], init_lora_weights=False))
+    model.save_pretrained(tmp_path / "adapter")
+    recipe = recipe_from_dict({"merge_method": "passthrough", "models": [{"model": f"{base}+{tmp_path / 'adapter'}"}]})
+    run_merge(recipe, tmp_path / "out", QUIET)
+    expected = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), tmp_path / "adapter")
+    state = expected.merge_and_unload().state_dict()
+    merged = load_file(tmp_path / "out/model.safetensors")
+    name = "model.embed_tokens.weight"
+    assert not torch.equal(merged[name], load_file(base / "model.safetensors")[name])
+    assert torch.allclose(merged[name], state[name], atol=1e-6)

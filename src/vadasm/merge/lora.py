@@ -5,8 +5,10 @@ cache folder. Here the adapter (small) is read once and each adapted tensor gets
 `W + scaling * (B @ A)` (transposed for `fan_in_fan_out` and embedding LoRAs, as PEFT's
 `get_delta_weight`) when it is read, whole or by rows, in fp32; nothing is written to disk and
 memory still follows the tensor. `scaling` is `lora_alpha / r`, or `lora_alpha / sqrt(r)` with
-`use_rslora`. Adapters this does not cover (DoRA, per-module rank or alpha patterns, full
-`modules_to_save` copies, other PEFT types, pickled weights) are refused with one line.
+`use_rslora`. A base weight the adapter saved whole (`X.base_layer.weight`, which PEFT writes for
+adapted embeddings) replaces the model's, as loading the adapter does. Adapters this does not
+cover (DoRA, per-module rank or alpha patterns, full `modules_to_save` copies, other PEFT types,
+pickled weights) are refused with one line.
 """
 
 from __future__ import annotations
@@ -60,8 +62,10 @@ class LoraDelta:
         return (cols, rows) if self.transpose else (rows, cols)
 
 
-def read_adapter(folder: Path) -> dict[str, LoraDelta]:
-    """Model tensor name -> its LoRA delta, from a PEFT adapter folder."""
+def read_adapter(folder: Path) -> tuple[dict[str, LoraDelta], dict[str, torch.Tensor]]:
+    """(model tensor name -> its LoRA delta, name -> a saved base weight that replaces the model's),
+    from a PEFT adapter folder. PEFT saves `X.base_layer.weight` when it stores an adapted
+    embedding layer whole; loading the adapter puts it in place of the model's, and so does this."""
     config_file = folder / "adapter_config.json"
     if not config_file.is_file():
         raise VadasmError(f"{folder}: not a PEFT adapter folder (no adapter_config.json)")
@@ -82,8 +86,12 @@ def read_adapter(folder: Path) -> dict[str, LoraDelta]:
     except Exception as err:  # safetensors raises its own error types for damaged files
         raise VadasmError(f"{weights}: not a readable safetensors file ({err})") from None
     factors: dict[tuple[str, bool], dict[str, torch.Tensor]] = {}
+    replaced = {}
     for key, tensor in tensors.items():
         module = key.removeprefix(_PREFIX)
+        if module.endswith(".base_layer.weight"):
+            replaced[module.removesuffix(".base_layer.weight") + ".weight"] = tensor
+            continue
         for suffix, (which, transpose) in _SUFFIXES.items():
             if module.endswith(suffix):
                 factors.setdefault((module.removesuffix(suffix) + ".weight", transpose), {})[which] = tensor.float()
@@ -100,7 +108,7 @@ def read_adapter(folder: Path) -> dict[str, LoraDelta]:
         alpha = float(config.get("lora_alpha", 8))
         scaling = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
         deltas[name] = LoraDelta(pair["A"], pair["B"], scaling, embedding or fan_in_fan_out)
-    return deltas
+    return deltas, replaced
 
 
 @dataclass
@@ -109,12 +117,17 @@ class LoraCheckpoint(Checkpoint):
 
     adapter: Path = field(default=Path("."))
     deltas: dict[str, LoraDelta] = field(default_factory=dict, repr=False)
+    replaced: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
     def wrap(cls, base: Checkpoint, adapter: Path) -> LoraCheckpoint:
         if base._pickled is not None:
             raise VadasmError(f"{base.path}: model+lora needs safetensors weights")
-        deltas = read_adapter(adapter)
+        deltas, replaced = read_adapter(adapter)
+        for name, tensor in replaced.items():
+            if name not in base or base.shape(name) != tuple(tensor.shape):
+                raise VadasmError(f"{adapter}: saves a base weight '{name}' of shape {tuple(tensor.shape)} that "
+                                  f"{base.path} does not have")
         for name, delta in deltas.items():
             if name not in base:
                 raise VadasmError(f"{adapter}: adapts '{name}', which {base.path} does not have")
@@ -122,11 +135,14 @@ class LoraCheckpoint(Checkpoint):
                 raise VadasmError(f"{adapter}: the LoRA of '{name}' makes shape {delta.shape}, "
                                   f"but {base.path} has {base.shape(name)}")
         state = {f.name: getattr(base, f.name) for f in fields(Checkpoint)}
-        return cls(**state, adapter=adapter, deltas=deltas)
+        return cls(**state, adapter=adapter, deltas=deltas, replaced=replaced)
 
     def read_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Rows of the adapted weight (`get` reads whole tensors through this)."""
-        rows = super().read_rows(name, start, stop)
+        if name in self.replaced:
+            rows = self.replaced[name][start:stop] if self.replaced[name].dim() else self.replaced[name]
+        else:
+            rows = super().read_rows(name, start, stop)
         if name not in self.deltas:
             return rows
         return rows.float() + self.deltas[name].rows(start, stop)
