@@ -123,3 +123,8 @@ def test_a_config_with_a_repeated_key_is_refused(tmp_path):
     (folder / "config.json").write_text(text[:-1] + ', "hidden_size": 8}')
     with pytest.raises(VadasmError, match="config.json: not valid JSON \\(key 'hidden_size' appears twice\\)"):
         Checkpoint.open(folder)
+
+
+@pytest.mark.parametrize("change", [{"tie_word_embeddings": 0.5}, {"rms_norm_eps": "small"}, {"use_cache": [1]}])
+def test_a_config_transformers_refuses_is_refused(change):
+    refused(tiny_llama_config(**change), f"transformers refuses this config .*{next(iter(change))}")

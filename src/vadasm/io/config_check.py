@@ -56,6 +56,21 @@ def check_config_against_tensors(config_file: Path, config: dict, shapes: dict[s
     sizes = _positive_sizes(config_file, arch.text.spec.get("config", {}), arch.text_config)
     _check_layers(config_file, arch, shapes, sizes.get("num_layers"))
     _check_embedding_shapes(config_file, arch, shapes, sizes.get("vocab_size"), sizes.get("hidden_size"))
+    check_transformers_accepts(config_file, config)
+
+
+def check_transformers_accepts(config_file: Path, config: dict) -> None:
+    """transformers' own config class must accept the config (types of every field it declares, e.g.
+    `tie_word_embeddings: 0.5`): outputs copy it, and an output transformers cannot load is a wrong output."""
+    from transformers import CONFIG_MAPPING  # imported here: seconds, and only real checkpoints need it
+
+    if config["model_type"] not in CONFIG_MAPPING:
+        return
+    try:
+        CONFIG_MAPPING[config["model_type"]].from_dict(dict(config))
+    except Exception as err:  # noqa: BLE001 - whatever transformers raises, the config is unusable
+        reason = " ".join(line.strip() for line in str(err).splitlines()[:2]) or type(err).__name__
+        raise VadasmError(f"{config_file}: transformers refuses this config ({reason[:300]})") from None
 
 
 def _positive_sizes(config_file: Path, fields: dict, text_config: dict) -> dict[str, tuple[str, int]]:
