@@ -131,3 +131,12 @@ def test_sources_of_unequal_length_are_refused(tmp_path, four_layer_pair):
 def test_bad_slice_recipes_are_refused_before_loading(raw, message):
     with pytest.raises(VadasmError, match=message):
         recipe_from_dict(raw)
+
+
+def test_a_layer_moved_where_the_config_describes_another_kind_is_refused(tmp_path):
+    model = make_text_model(tmp_path / "m", "deepseek_v3")  # layer 0 dense (first_k_dense_replace=1), layer 1 MoE
+    with pytest.raises(VadasmError, match="other tensors at output layer 0 than .*config.json describes"):
+        run_merge(_slices([(model, (1, 2), None)], [(model, (0, 1), None)]), tmp_path / "out", QUIET)
+    assert not (tmp_path / "out").exists()
+    run_merge(_slices([(model, (0, 1), None)], [(model, (1, 2), None)]), tmp_path / "ok", QUIET)  # kinds in place
+    AutoModelForCausalLM.from_pretrained(tmp_path / "ok")

@@ -45,7 +45,14 @@ from vadasm.merge.sidecars import (
     write_mergekit_config,
     write_tokenizer,
 )
-from vadasm.merge.slices import LayerSlice, SliceInput, is_identity, output_config, resolve_slices
+from vadasm.merge.slices import (
+    LayerSlice,
+    SliceInput,
+    check_layer_structure,
+    is_identity,
+    output_config,
+    resolve_slices,
+)
 from vadasm.merge.tokenizer import Vocabulary, vocabulary_rows
 from vadasm.methods import get_method
 from vadasm.methods.registry import ignored_settings
@@ -137,6 +144,9 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(options.threads)
+    if not is_identity(slices, checkpoints, arch):
+        check_layer_structure(_layer_contents(actions, arch), reference, arch)
+    out_config = output_config(reference.config, slices, checkpoints, arch)
     read = [c.path for c in checkpoints.values()]
     with atomic_output_dir(output, options.force, read) as tmp, _restore_threads(threads_before):
         writer = ShardedWriter(tmp, plan, parse_size(options.shard_size))
@@ -157,7 +167,7 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
             writer.write(action.name, tensor)
         writer.close()
         write_tokenizer(tmp, recipe, checkpoints, reference, vocabulary, template)
-        write_config(tmp, output_config(reference.config, slices, checkpoints, arch), plan, arch, vocabulary)
+        write_config(tmp, out_config, plan, arch, vocabulary)
         write_mergekit_config(tmp, recipe)
         provenance = {
             "tool": "vadasm", "version": __version__, "kind": "merge",
@@ -362,6 +372,16 @@ def _common_architecture(reference: Checkpoint, models: list[Checkpoint]) -> Arc
                 "(use `vadasm graft` across families)"
             )
     return arch
+
+
+def _layer_contents(actions: list[TensorAction], arch: Architecture) -> dict[int, set[str]]:
+    """Output layer -> its tensor names without the layer prefix."""
+    contents: dict[int, set[str]] = {}
+    for action in actions:
+        if action.layer is not None:
+            text_name = arch.layout.to_text_name(action.name) if arch.layout else action.name
+            contents.setdefault(action.layer, set()).add(arch.text.layer_pattern.fullmatch(text_name).group("rest"))
+    return contents
 
 
 def _input_record(ref: str, checkpoint: Checkpoint, fingerprint: str) -> dict:

@@ -110,6 +110,29 @@ def is_identity(slices: list[LayerSlice], checkpoints: dict[str, Checkpoint], ar
         checkpoints[only.reference.model], arch)
 
 
+def check_layer_structure(out_layers: dict[int, set[str]], reference: Checkpoint, arch: Architecture) -> None:
+    """Refuse an output layer whose tensors differ from those the config describes for that index.
+
+    The output config is the reference's, so a dense layer moved where the reference has a MoE layer
+    (deepseek's first_k_dense_replace, llama4's interleave step, qwen's mlp_only_layers) would not
+    load; past the reference's depth every layer must look like its (then uniform) layers.
+    `out_layers`: output layer -> its tensor names without the layer prefix.
+    """
+    ref_layers: dict[int, set[str]] = {}
+    for name in reference.keys():
+        text_name = arch.layout.to_text_name(name) if arch.layout else name
+        match = arch.text.layer_pattern.fullmatch(text_name or "")
+        if match:
+            ref_layers.setdefault(int(match.group("layer")), set()).add(match.group("rest"))
+    kinds = {frozenset(v) for v in ref_layers.values()}
+    for layer, rests in sorted(out_layers.items()):
+        expected = ref_layers.get(layer) if layer in ref_layers else (next(iter(kinds)) if len(kinds) == 1 else None)
+        if expected is None or set(expected) != rests:
+            raise VadasmError(f"recipe: slices put a layer with other tensors at output layer {layer} than "
+                              f"{reference.path / 'config.json'} describes there (e.g. a dense layer where it has "
+                              "experts); such layer stacking would not load")
+
+
 def rename_layer(arch: Architecture, name: str, layer: int) -> str:
     """`name` (a tensor of some layer) as the same tensor of `layer`."""
     text_name = arch.layout.to_text_name(name) if arch.layout else name
