@@ -113,5 +113,15 @@ def _check_sources(action: TensorAction, piece: LayerSlice, checkpoints: dict[st
                               f"but {reference.path} has {shape}; shapes must match to merge")
 
 
+def layer_contents(actions: list[TensorAction], arch: Architecture) -> dict[int, set[str]]:
+    """Output layer -> its tensor names without the layer prefix."""
+    contents: dict[int, set[str]] = {}
+    for action in actions:
+        if action.layer is not None:
+            text_name = arch.layout.to_text_name(action.name) if arch.layout else action.name
+            contents.setdefault(action.layer, set()).add(arch.text.layer_pattern.fullmatch(text_name).group("rest"))
+    return contents
+
+
 def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]

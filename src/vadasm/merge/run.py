@@ -35,10 +35,10 @@ from vadasm.io import (
     resolve_model_path,
 )
 from vadasm.merge.lora import LoraCheckpoint, split_reference
-from vadasm.merge.plan import TensorAction, natural_key, plan_tensors  # noqa: F401 (natural_key: graft imports it here)
+from vadasm.merge.plan import TensorAction, layer_contents, natural_key, plan_tensors  # noqa: F401 (natural_key: graft imports it here)
 from vadasm.merge.recipe import MergeConfig, resolve_setting
 from vadasm.merge.sidecars import (
-    card_license,
+    input_record,
     prepare_chat_template,
     prepare_vocabulary,
     write_config,
@@ -145,7 +145,7 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
     threads_before = torch.get_num_threads()
     torch.set_num_threads(options.threads)
     if not is_identity(slices, checkpoints, arch):
-        check_layer_structure(_layer_contents(actions, arch), reference, arch)
+        check_layer_structure(layer_contents(actions, arch), reference, arch)
     out_config = output_config(reference.config, slices, checkpoints, arch)
     read = [c.path for c in checkpoints.values()]
     with atomic_output_dir(output, options.force, read) as tmp, _restore_threads(threads_before):
@@ -172,7 +172,7 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
         provenance = {
             "tool": "vadasm", "version": __version__, "kind": "merge",
             "recipe": recipe.model_dump(exclude_none=True),
-            "inputs": [_input_record(ref, c, watch.fingerprint(c)) for ref, c in checkpoints.items()],
+            "inputs": [input_record(ref, c, watch.fingerprint(c)) for ref, c in checkpoints.items()],
             "architecture": arch.model_type,
             "not_merged": [asdict(a) for a in actions if a.action != "merge"],
         }
@@ -372,27 +372,6 @@ def _common_architecture(reference: Checkpoint, models: list[Checkpoint]) -> Arc
                 "(use `vadasm graft` across families)"
             )
     return arch
-
-
-def _layer_contents(actions: list[TensorAction], arch: Architecture) -> dict[int, set[str]]:
-    """Output layer -> its tensor names without the layer prefix."""
-    contents: dict[int, set[str]] = {}
-    for action in actions:
-        if action.layer is not None:
-            text_name = arch.layout.to_text_name(action.name) if arch.layout else action.name
-            contents.setdefault(action.layer, set()).add(arch.text.layer_pattern.fullmatch(text_name).group("rest"))
-    return contents
-
-
-def _input_record(ref: str, checkpoint: Checkpoint, fingerprint: str) -> dict:
-    """Provenance of one input; `name_or_path` and `license` let the card name Hub ids and a licence."""
-    record = {"ref": ref, "path": str(checkpoint.path), "fingerprint": fingerprint}
-    if isinstance(checkpoint.config.get("_name_or_path"), str):
-        record["name_or_path"] = checkpoint.config["_name_or_path"]
-    license_ = card_license(checkpoint.path)
-    if license_:
-        record["license"] = license_
-    return record
 
 
 def tensor_seed(seed: int, name: str) -> int:

@@ -181,3 +181,14 @@ def card_license(folder: Path) -> str | None:
         return None
     value = front.get("license") if isinstance(front, dict) else None
     return value if isinstance(value, str) and value.strip() else None
+
+
+def input_record(ref: str, checkpoint: Checkpoint, fingerprint: str) -> dict:
+    """Provenance of one input; `name_or_path` and `license` let the card name Hub ids and a licence."""
+    record = {"ref": ref, "path": str(checkpoint.path), "fingerprint": fingerprint}
+    if isinstance(checkpoint.config.get("_name_or_path"), str):
+        record["name_or_path"] = checkpoint.config["_name_or_path"]
+    license_ = card_license(checkpoint.path)
+    if license_:
+        record["license"] = license_
+    return record
