@@ -1,6 +1,8 @@
 """What a merge writes besides weights: chat template, mergekit_config.yml, README.md front matter."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -101,3 +103,39 @@ def test_card_front_matter_leaves_out_a_licence_the_inputs_disagree_on(tmp_path)
     run_merge(_linear(a, b), tmp_path / "out", QUIET)
     front = yaml.safe_load((tmp_path / "out/README.md").read_text().split("---")[1])
     assert "license" not in front and "base_model" not in front
+
+
+def test_the_cli_runs_a_mergekit_recipe_file_with_these_features_and_refuses_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from vadasm.cli import _register_subcommands, app
+
+    a, b = _model(tmp_path / "a", 0, ONE), _model(tmp_path / "b", 1)
+    recipe = tmp_path / "recipe.yml"
+    recipe.write_text(f"""
+merge_method: passthrough
+slices:
+  - sources:
+      - model: {a}
+        layer_range: [0, 2]
+  - sources:
+      - model: {b}
+        layer_range: [1, 2]
+        parameters:
+          scale: 0.5
+tokenizer:
+  source: union
+  pad_to_multiple_of: 8
+chat_template: auto
+""")
+    _register_subcommands()
+    done = CliRunner().invoke(app, ["merge", str(recipe), str(tmp_path / "out"), "--quiet"])
+    assert done.exit_code == 0, done.output
+    config = json.loads((tmp_path / "out/config.json").read_text())
+    assert config["num_hidden_layers"] == 3 and config["vocab_size"] == 8
+    assert AutoTokenizer.from_pretrained(tmp_path / "out").apply_chat_template(CHAT, tokenize=False) == "<user>hello"
+    recipe.write_text(recipe.read_text().replace("[1, 2]", "[1, 9]"))
+    refused = subprocess.run([sys.executable, "-m", "vadasm", "merge", str(recipe), str(tmp_path / "out2")],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: ") and "[1, 9] is outside" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "out2").exists()
