@@ -174,14 +174,14 @@ def vocabulary_rows(tensors: dict[str, torch.Tensor], vocabulary: Vocabulary) ->
         elif spec is not None:
             defaults[token_id] = _configured_row(spec, token_id, tensors, vocabulary, shape, sample)
 
-    forced = torch.zeros(vocabulary.rows, dtype=torch.bool)
+    forced = torch.zeros(vocabulary.rows, dtype=torch.bool, device=sample.device)
     for token, spec in configs.items():
         if spec.force:
             forced[vocabulary.vocab[token]] = True
     size = vocabulary.permutations[models[0]].numel()
     result = {}
     for model in models:
-        perm = perms[model]
+        perm = perms[model].to(sample.device)
         new = torch.zeros((vocabulary.rows, *shape), dtype=sample.dtype, device=sample.device)
         keep = (perm >= 0) & ~forced[:size]
         new[:size][keep] = tensors[model][perm[keep]]
