@@ -122,6 +122,9 @@ def test_sources_of_unequal_length_are_refused(tmp_path, four_layer_pair):
     ({"merge_method": "passthrough", "slices": [{"sources": [{"model": "a", "layer_range": [0, 1]},
                                                              {"model": "b", "layer_range": [0, 1]}]}]},
      r"slices\[0\]: merge method 'passthrough' merges exactly 1 model\(s\), got 2"),
+    ({"merge_method": "linear", "slices": [{"sources": [{"model": "a", "layer_range": [0, 1]},
+                                                        {"model": "a", "layer_range": [1, 2]}]}]},
+     r"slices\[0\]: 'a' is a source twice"),
     ({"merge_method": "ties", "base_model": "c", "slices": [{"sources": [{"model": "a", "layer_range": [0, 1]}]}]},
      r"slices\[0\]: the base model 'c' is not among the slice's sources"),
     ({"merge_method": "passthrough", "slices": [{"sources": [

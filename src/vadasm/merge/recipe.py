@@ -72,6 +72,11 @@ class MergeConfig(BaseModel):
         if not self.models and not self.slices:
             raise ValueError("the recipe lists no models")
         for where, entries, base in _input_groups(self):
+            listed = [m.model for m in entries]
+            if self.slices is not None and len(set(listed)) != len(listed):
+                twice = next(m for m in listed if listed.count(m) > 1)
+                raise ValueError(f"{where}: '{twice}' is a source twice; a slice merges each model once "
+                                 "(as mergekit); stack its ranges as separate slices")
             if method.needs_base and base is None:
                 raise ValueError(f"merge method '{method.name}' needs a base_model")
             if self.slices is not None and method.needs_base and base not in {m.model for m in entries}:
