@@ -109,6 +109,8 @@ def tune_command(
         import torch
 
         torch.set_num_threads(threads)
+    if workers is not None and workers < 1:
+        raise VadasmError(f"--workers {workers}: give at least 1")
     space = space_from_specs(param)
     if (recipe is None) == (donor is None):
         raise VadasmError("give either --recipe (merge) or --donor (graft)")
