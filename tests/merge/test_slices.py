@@ -143,3 +143,22 @@ def test_a_layer_moved_where_the_config_describes_another_kind_is_refused(tmp_pa
     assert not (tmp_path / "out").exists()
     run_merge(_slices([(model, (0, 1), None)], [(model, (1, 2), None)]), tmp_path / "ok", QUIET)  # kinds in place
     AutoModelForCausalLM.from_pretrained(tmp_path / "ok")
+
+
+@pytest.mark.parametrize("new_names", [False, True])
+def test_vision_language_models_stack_their_text_layers(tmp_path, new_names):
+    from transformers import LlavaForConditionalGeneration
+
+    from pico_models import make_llava, relayout_llava_to_new_names
+
+    model = make_llava(tmp_path / "m")
+    if new_names:
+        relayout_llava_to_new_names(model)
+    run_merge(_slices([(model, (1, 2), None)], [(model, (0, 2), None)]), tmp_path / "out", QUIET)
+    merged, original = _weights(tmp_path / "out"), _weights(model)
+    q = next(n for n in original if "layers.1.self_attn.q_proj" in n and "vision" not in n)
+    assert torch.equal(merged[q.replace("layers.1.", "layers.0.")], original[q])
+    assert torch.equal(merged[q.replace("layers.1.", "layers.2.")], original[q])
+    vision = [n for n in original if "vision_tower" in n]
+    assert vision and all(torch.equal(merged[n], original[n]) for n in vision)
+    assert LlavaForConditionalGeneration.from_pretrained(tmp_path / "out").config.text_config.num_hidden_layers == 3
