@@ -36,7 +36,8 @@ def _linear(small, big, **extra):
 def test_a_larger_vocabulary_gets_its_rows_and_the_model_runs_on_the_new_tokens(tmp_path, small_and_big, source):
     small, big = small_and_big
     out = tmp_path / "out"
-    run_merge(_linear(small, big, tokenizer_source=str(big) if source == "big" else "union"), out, QUIET)
+    result = run_merge(_linear(small, big, tokenizer_source=str(big) if source == "big" else "union"), out, QUIET)
+    assert "output vocabulary: 99 tokens in 99 rows, 4 of them new to the base" in result.notes
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert len(tokenizer) == 99
     assert [tokenizer.get_vocab()[w] for w in NEW] == [95, 96, 97, 98]  # union: added in the source's id order

@@ -127,6 +127,9 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
     vocabulary = prepare_vocabulary(recipe, checkpoints, arch, slices)
     actions = plan_tensors(slices, checkpoints, arch, recipe.exclude_norms, vocabulary.rows if vocabulary else None)
     template = prepare_chat_template(recipe, checkpoints, reference, vocabulary)
+    notes += vocabulary.notes if vocabulary else []
+    if recipe.chat_template == "auto" and template is None:
+        notes.append("chat_template: auto found no template among the inputs; none is set (as mergekit)")
     alignments = {}
     if options.align:
         if not is_identity(slices, checkpoints, arch):

@@ -123,6 +123,8 @@ def build_vocabulary(source: str, base: str, models: list[str], paths: dict[str,
         perm = torch.full((size,), -1, dtype=torch.long)
         perm[ids] = torch.tensor([r if r < rows[model] else -1 for r in rows_of], dtype=torch.long)
         permutations[model] = perm
+    new_tokens = int((permutations[base] < 0).sum()) if base in permutations else 0
+    notes.append(f"output vocabulary: {len(vocab)} tokens in {padded} rows, {new_tokens} of them new to the base")
     result = Vocabulary(out, vocab, padded, permutations, originals, tokens, base, notes)
     _check_token_sources(result, rows)
     return result
