@@ -100,10 +100,14 @@ def test_meta_lists_every_skip_reason(pair, tmp_path, vadasm):
     before, after = pair
     crafted = tmp_path / "crafted"
     crafted.mkdir()
-    (crafted / "config.json").write_text((before / "config.json").read_text())
+    config = json.loads((before / "config.json").read_text())
+    config["vocab_size"] += 8  # a larger vocabulary, consistently in config and tensors: a shape mismatch
+    (crafted / "config.json").write_text(json.dumps(config))
     weights = _weights(before)
     del weights["model.layers.1.mlp.up_proj.weight"]
-    weights["model.layers.0.mlp.gate_proj.weight"] = torch.zeros(48, 16)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        if name in weights:
+            weights[name] = torch.zeros(config["vocab_size"], weights[name].shape[1])
     save_file(weights, str(crafted / "model.safetensors"))
 
     decomposition = tmp_path / "svd"
@@ -120,7 +124,7 @@ def test_meta_lists_every_skip_reason(pair, tmp_path, vadasm):
     skipped = json.loads((out / "alpha_0.5" / "svd_blend_meta.json").read_text())["skipped_keys"]
     assert skipped["model.layers.1.mlp.up_proj.weight"] == "missing_in_before"
     assert skipped["model.layers.0.input_layernorm.weight"] == "ndim!=2"
-    assert skipped["model.layers.0.mlp.gate_proj.weight"] == "shape_mismatch"
+    assert skipped["model.embed_tokens.weight"] == "shape_mismatch"
     assert skipped[down] == "sigma_mismatch"
     got, w_after = _weights(out / "alpha_0.5"), _weights(after)
     assert all(torch.equal(got[k], w_after[k]) for k in skipped)

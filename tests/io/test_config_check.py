@@ -128,3 +128,8 @@ def test_a_config_with_a_repeated_key_is_refused(tmp_path):
 @pytest.mark.parametrize("change", [{"tie_word_embeddings": 0.5}, {"rms_norm_eps": "small"}, {"use_cache": [1]}])
 def test_a_config_transformers_refuses_is_refused(change):
     refused(tiny_llama_config(**change), f"transformers refuses this config .*{next(iter(change))}")
+
+
+def test_a_head_size_that_does_not_size_the_tensors_is_refused():
+    head_dim = HIDDEN // tiny_llama_config()["num_attention_heads"]
+    refused(tiny_llama_config(head_dim=head_dim * 2), "q_proj.weight' has shape .* transformers expect")

@@ -9,6 +9,8 @@ the table assigns them, so the check and the merge agree on what a layer is.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,6 +59,7 @@ def check_config_against_tensors(config_file: Path, config: dict, shapes: dict[s
     _check_layers(config_file, arch, shapes, sizes.get("num_layers"))
     _check_embedding_shapes(config_file, arch, shapes, sizes.get("vocab_size"), sizes.get("hidden_size"))
     check_transformers_accepts(config_file, config)
+    _check_shapes_transformers_expects(config_file, config, shapes)
 
 
 def check_transformers_accepts(config_file: Path, config: dict) -> None:
@@ -125,3 +128,37 @@ def _describe_layers(found: set[int]) -> str:
         return f"{count} ({ordered[0]}-{ordered[-1]})"
     return f"{count} ({', '.join(map(str, ordered[:8]))}{', ...' if len(ordered) > 8 else ''})"
 
+
+
+def _check_shapes_transformers_expects(config_file: Path, config: dict, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Every stored tensor that the model transformers builds from this config also names must have the
+    shape it expects (head counts, widths ... any field that sizes a tensor), or the output will not load."""
+    expected = _shapes_transformers_builds(json.dumps(config, sort_keys=True))
+    if isinstance(expected, str):
+        raise VadasmError(f"{config_file}: transformers cannot build a model from this config ({expected[:300]})")
+    for name, shape in shapes.items():
+        want = expected.get(name)
+        if want is not None and want != tuple(shape):
+            raise VadasmError(f"{config_file}: tensor {shown(name)} has shape {list(shape)}, but this config makes "
+                              f"transformers expect {list(want)}")
+
+
+@functools.lru_cache(maxsize=16)
+def _shapes_transformers_builds(config_json: str) -> dict[str, tuple[int, ...]] | str:
+    """Tensor name -> shape of the model class named in `architectures`, built on the meta device (no
+    memory; under a second at 135M); {} when the class is not a stock transformers one; the reason as a
+    string when transformers cannot build it. Cached: a base and its fine-tunes share one config."""
+    import torch
+    import transformers
+
+    config = json.loads(config_json)
+    names = config.get("architectures")
+    model_class = getattr(transformers, names[0], None) if isinstance(names, list) and names else None
+    if not isinstance(model_class, type) or config["model_type"] not in transformers.CONFIG_MAPPING:
+        return {}
+    try:
+        with torch.device("meta"):
+            model = model_class(transformers.CONFIG_MAPPING[config["model_type"]].from_dict(dict(config)))
+    except Exception as err:  # noqa: BLE001 - whatever transformers raises, it cannot build the model
+        return " ".join(str(err).split()) or type(err).__name__
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
