@@ -23,5 +23,5 @@ __all__ = [
     "ramplus_tl_merge",
     "METHODS", "MergeMethod", "get_method", "linear_merge", "slerp", "magnitude_prune", "random_prune",
     "dare_merge", "generalized_task_arithmetic", "sign_consensus_mask", "ties_merge",
-    "model_stock", "sce_merge",
+    "model_stock", "sce_merge", "passthrough",
 ]
