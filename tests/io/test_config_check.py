@@ -133,3 +133,7 @@ def test_a_config_transformers_refuses_is_refused(change):
 def test_a_head_size_that_does_not_size_the_tensors_is_refused():
     head_dim = HIDDEN // tiny_llama_config()["num_attention_heads"]
     refused(tiny_llama_config(head_dim=head_dim * 2), "q_proj.weight' has shape .* transformers expect")
+
+
+def test_architectures_that_are_not_class_names_are_refused():
+    refused(tiny_llama_config(architectures=[1]), "architectures \\[1\\] is not a list of class names")

@@ -153,7 +153,9 @@ def _shapes_transformers_builds(config_json: str) -> dict[str, tuple[int, ...]] 
 
     config = json.loads(config_json)
     names = config.get("architectures")
-    model_class = getattr(transformers, names[0], None) if isinstance(names, list) and names else None
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        return {} if names is None else f"architectures {shown(names)} is not a list of class names"
+    model_class = getattr(transformers, names[0], None)
     if not isinstance(model_class, type) or config["model_type"] not in transformers.CONFIG_MAPPING:
         return {}
     try:
