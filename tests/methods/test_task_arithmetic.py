@@ -107,3 +107,12 @@ def test_magnitude_prune_keeps_exactly_k_like_topk():
         assert kept.sum() == k
         threshold = torch.topk((delta + 10).abs(), k).values.min()
         assert ((delta + 10).abs()[kept] >= threshold).all()
+
+
+def test_sign_election_zeros_never_agree_and_ties_go_to_plus():
+    stacked = torch.tensor([[0.0, 1.0, 2.0], [0.0, -1.0, -3.0]])
+    # column 0: all zero -> '+' elected, but a zero delta agrees with neither sign
+    # column 1: mass 0 -> '+'; column 2: mass -1 -> '-'
+    assert sign_consensus_mask(stacked, "sum").tolist() == [[False, True, False], [False, False, True]]
+    # by count: one '+' against one '-' in columns 1 and 2 -> '+'
+    assert sign_consensus_mask(stacked, "count").tolist() == [[False, True, True], [False, False, False]]

@@ -131,25 +131,43 @@ def random_prune(
 def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
     """Where the `k` largest of `values` (non-negative) are; among equal values the first in flat
     order win, so the answer never depends on a sort's tie order."""
-    numel = values.numel()
-    cut = top_k_cuts(lambda: [[values.float()]], numel, [max(0, k)])[0]
-    if cut is None:
-        return torch.ones_like(values, dtype=torch.bool)
-    keep = values > cut.value
-    if cut.tie_end > 0:
-        equal = (values == cut.value).reshape(-1)
-        equal[cut.tie_end:] = False
-        keep |= equal.reshape(keep.shape)
-    return keep
+    return top_k_masks(values, [k])[0]
+
+
+def top_k_masks(values: torch.Tensor, ks: Sequence[int]) -> list[torch.Tensor]:
+    """`top_k_mask` for several k at once: one selection, streamed over chunks of `values` so its
+    integer histograms never need a tensor-sized temporary."""
+    flat = values.reshape(-1).float()
+    chunks = lambda: ([part] * len(ks) for part in flat.split(_CHUNK_ELEMENTS))  # noqa: E731
+    cuts = top_k_cuts(chunks, flat.numel(), [max(0, k) for k in ks])
+    masks = []
+    for cut in cuts:
+        if cut is None:
+            masks.append(torch.ones_like(values, dtype=torch.bool))
+            continue
+        keep = values > cut.value
+        if cut.tie_end > 0:
+            equal = (values == cut.value).reshape(-1)
+            equal[cut.tie_end:] = False
+            keep |= equal.reshape(keep.shape)
+        masks.append(keep)
+    return masks
 
 
 def l1_rescaled(delta: torch.Tensor, kept: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """`kept` (a pruned copy of `delta`, scaled in place) brought to delta's L1 norm: mergekit's
     `rescale` for DELLA and breadcrumbs (not DARE's 1/density). Unchanged when either norm < `eps`."""
-    before, after = delta.abs().sum(), kept.abs().sum()
+    before, after = _l1_norm(delta), _l1_norm(kept)
     if before < eps or after < eps:
         return kept
     return kept.mul_(before / after)
+
+
+def _l1_norm(tensor: torch.Tensor) -> float:
+    """sum |tensor| by chunks (no tensor-sized temporary), each chunk in fp32, the total in fp64.
+    Not torch.linalg.vector_norm(ord=1): measured 4e-4 relative error on 5M fp32 normals."""
+    flat = tensor.reshape(-1)
+    return sum(float(part.abs().sum()) for part in flat.split(_CHUNK_ELEMENTS)) if flat.numel() else 0.0
 
 
 def magnitude_outliers_prune(delta: torch.Tensor, density: float, gamma: float, rescale: bool = False) -> torch.Tensor:
@@ -165,9 +183,8 @@ def magnitude_outliers_prune(delta: torch.Tensor, density: float, gamma: float, 
     numel = delta.numel()
     n_keep = int(density * numel)
     n_bottom = max(0, numel - n_keep - int(gamma * numel))
-    size = delta.abs().float()
-    keep = top_k_mask(size, numel - n_bottom) & ~top_k_mask(size, numel - n_bottom - n_keep)
-    kept = delta * keep
+    below_top, outliers = top_k_masks(delta.abs().float(), [numel - n_bottom, numel - n_bottom - n_keep])
+    kept = delta * below_top.logical_and_(outliers.logical_not_())
     return l1_rescaled(delta, kept) if rescale else kept
 
 

@@ -27,15 +27,17 @@ from vadasm.methods.sparsify import (
 
 def sign_consensus_mask(weighted_deltas: torch.Tensor, method: str = "sum") -> torch.Tensor:
     """TIES' sign election over stacked deltas [models, ...]: `sum` elects the sign with the most
-    total mass, `count` the sign of most models; ties go to +. Returns where each model agrees."""
-    sign = weighted_deltas.sign()
+    total mass, `count` the sign of most models; ties go to +. Returns where each model agrees
+    (sign(delta) == elected sign; zeros never agree). Boolean temporaries only: no float copy of
+    the stack, which bounds the memory of whole-tensor merges."""
+    positive, negative = weighted_deltas > 0, weighted_deltas < 0
     if method == "sum":
-        elected = torch.where(weighted_deltas.sum(dim=0) >= 0, 1.0, -1.0)
+        elected_plus = weighted_deltas.sum(dim=0) >= 0
     elif method == "count":
-        elected = torch.where(sign.sum(dim=0) >= 0, 1.0, -1.0)
+        elected_plus = positive.sum(dim=0, dtype=torch.int32) >= negative.sum(dim=0, dtype=torch.int32)
     else:
         raise ValueError(f"unknown consensus method '{method}'")
-    return sign == elected
+    return torch.where(elected_plus, positive, negative)
 
 
 def generalized_task_arithmetic(
@@ -71,7 +73,8 @@ def generalized_task_arithmetic(
     generators = generator if isinstance(generator, Sequence) else [generator] * len(tensors)
     stacked = torch.empty((len(tensors), *base32.shape), dtype=torch.float32, device=base32.device)
     for i, (tensor, dens) in enumerate(zip(tensors, density)):  # written in place: no second copy of all deltas
-        delta = tensor.float() - base32
+        row = stacked[i]
+        delta = torch.sub(tensor.float(), base32, out=row)
         if pruning == "magnitude":
             delta = apply_cut(delta, cuts[i], offset) if cuts is not None else magnitude_prune(delta, dens)
         elif pruning == "random":
@@ -80,24 +83,27 @@ def generalized_task_arithmetic(
             delta = della_prune(delta, dens, epsilon[i], rescale, generators[i])
         elif pruning == "outliers":
             delta = magnitude_outliers_prune(delta, dens, gamma[i], rescale)
-        stacked[i] = delta
-        del delta
+        if delta is not row:
+            row.copy_(delta)
+        del delta, row
     weights = torch.tensor(list(weight), dtype=torch.float32, device=base.device).reshape(-1, *([1] * base.dim()))
     stacked.mul_(weights)
     if consensus:
         mask = sign_consensus_mask(stacked, consensus)
-        divisor = (weights * mask).sum(dim=0)
         mixed = stacked.mul_(mask).sum(dim=0)
+        divisor = stacked.copy_(mask).mul_(weights).sum(dim=0)  # = (weights * mask).sum(0), in the stack's memory
+        del mask
         divisor[divisor == 0] = 1
     else:
         mixed = stacked.sum(dim=0)
-        divisor = weights.sum(dim=0).expand_as(mixed).clone()
+        divisor = weights.sum(dim=0)  # one value, broadcast
         divisor[divisor.abs() < 1e-8] = 1
+    del stacked
     if normalize:
         mixed /= divisor
     if lambda_ != 1:
         mixed *= lambda_
-    return base32 + mixed
+    return mixed.add_(base32)
 
 
 def ties_merge(
