@@ -1,8 +1,9 @@
-"""A randomised campaign of hostile inputs against `vadasm merge` and `vadasm blend`, with counts.
+"""A randomised campaign of hostile inputs against `vadasm merge`, `blend` and `graft`, with counts.
 
     python benchmarks/fuzz.py --cases 300 --seed 0
 
-Each case copies three pristine tiny models, damages one thing at random (a byte or field of a
+Each case copies pristine tiny models (a Llama base and two fine-tunes; a LLaVA donor and a text
+recipient of another vocabulary for the graft), damages one thing at random (a byte or field of a
 safetensors header, a config value, a recipe value, a flag, where the output goes, or the file's
 length), runs the command in this process and checks the promise (tests/fuzz_cases.py): a refusal
 is exit 2 with one `error:` line, no traceback, no input changed, nothing left beside the output.
@@ -46,6 +47,8 @@ from fuzz_cases import (  # noqa: E402
 ODD_VALUES = [-1, 0, 1, 2**40, 1e400, -1e-9, "x", "", None, True, [], [1], [1, 2, 3], {}, {"a": 1}, 0.5, "1e400",
               float("nan")]
 CASE_TIMEOUT_S = 60
+# Tiny models share few anchor tokens; these let the class C graft run at all (tests/graft uses the same).
+GRAFT_FLAGS = ["--min-anchors", "10", "--heldout", "10", "--omp-k", "8", "--quiet"]
 
 
 class Hang(Exception):
@@ -126,7 +129,7 @@ def damage_flags(rng: random.Random) -> tuple[str, list[str]]:
 def build_case(models: dict[str, Path], rng: random.Random, work: Path) -> tuple[str, Case]:
     out = work / "out"
     inputs = [work / "in"]
-    kind = rng.choice(["header", "header", "config", "recipe", "recipe", "flags", "output", "blend"])
+    kind = rng.choice(["header", "header", "config", "recipe", "recipe", "flags", "output", "blend", "graft"])
     if kind == "header":
         return damage_header(models, rng), Case(merge_argv(models, out), inputs, out)
     if kind == "config":
@@ -142,6 +145,14 @@ def build_case(models: dict[str, Path], rng: random.Random, work: Path) -> tuple
         argv = ["blend", "--before", str(models["base"]), "--after", str(models["ft1"]), "--output", str(out),
                 "--alphas", "0,0.5", "--quiet"]
         return "blend: " + label, Case(argv, inputs, out)
+    if kind == "graft":
+        pair = {"base": models["donor"], "ft1": models["recipient"], "ft2": models["recipient"]}
+        label = damage_header(pair, rng) if rng.random() < 0.5 else damage_config(pair, rng)
+        if rng.random() < 0.3:
+            label, out = "output placement", rng.choice([models["recipient"], models["donor"] / "x", work / "in"])
+        argv = ["graft", str(models["donor"]), str(models["recipient"]), str(out), *GRAFT_FLAGS,
+                *(["--force"] if rng.random() < 0.5 else [])]
+        return "graft: " + label, Case(argv, inputs, out)
     link = work / "link"
     link.symlink_to(models[rng.choice(["base", "ft1", "ft2"])])
     target = rng.choice([models["ft1"], link, work / "in", models["ft2"] / "sub", models["base"] / "x" / "y"])
@@ -164,14 +175,24 @@ def reference_reader_accepts(models: dict[str, Path], argv: list[str]) -> bool:
     return True
 
 
+def make_pristine(folder: Path) -> dict[str, Path]:
+    from pico_models import make_llava_donor, make_text_recipient
+
+    words = [f"w{i}" for i in range(91)]
+    recipient_words = words[15:] + [f"v{i}" for i in range(15)]  # 76 shared with the donor
+    return {**make_models(folder), "donor": make_llava_donor(folder / "donor", "llama", words=words),
+            "recipient": make_text_recipient(folder / "recipient", "qwen2", words=recipient_words)}
+
+
 def output_is_sound(out: Path) -> str | None:
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     folders = sorted(out.glob("alpha_*")) or [out]
     for folder in folders:
+        vision = "vision_config" in json.loads((folder / "config.json").read_text())
         try:
-            model = AutoModelForCausalLM.from_pretrained(folder)
+            model = (AutoModelForImageTextToText if vision else AutoModelForCausalLM).from_pretrained(folder)
         except Exception as err:  # noqa: BLE001
             return f"output {folder.name} does not load: {str(err).splitlines()[0][:150]}"
         if not all(torch.isfinite(p).all() for p in model.parameters()):
@@ -186,7 +207,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="vadasm-fuzz-"))
-    pristine = make_models(root / "pristine")
+    pristine = make_pristine(root / "pristine")
     counts: Counter[str] = Counter()
     examples: dict[str, str] = {}
 
