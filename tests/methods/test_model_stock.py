@@ -97,10 +97,8 @@ def test_recipe_merges_every_tensor_like_the_function(tmp_path, llama_trio):
     assert any(not torch.equal(merged[k], b[k]) for k in b)
 
 
-def test_recipe_with_one_model_is_one_line(tmp_path, llama_trio):
+def test_recipe_with_one_model_is_refused_when_loaded(llama_trio):
     base, ft1, _ = llama_trio
-    recipe = recipe_from_dict({"merge_method": "model_stock", "base_model": str(base),
-                               "models": [{"model": str(ft1)}]})
-    with pytest.raises(VadasmError, match="at least two models"):
-        run_merge(recipe, tmp_path / "out", QUIET)
-    assert not (tmp_path / "out").exists()
+    with pytest.raises(VadasmError, match="needs at least 2 models besides the base, got 1"):
+        recipe_from_dict({"merge_method": "model_stock", "base_model": str(base),
+                          "models": [{"model": str(ft1)}, {"model": str(base)}]})

@@ -89,6 +89,9 @@ class MergeConfig(BaseModel):
                     f"{'the base with ' if base and not method.base_is_input else ''}exactly {method.exact_inputs} "
                     f"{'other ' if base and not method.base_is_input else ''}model(s), got {len(inputs)}"
                 )
+            if method.min_inputs is not None and len(inputs) < method.min_inputs:
+                raise ValueError(f"{where}: merge method '{method.name}' needs at least {method.min_inputs} "
+                                 f"models besides the base, got {len(inputs)}")
         known = set(method.model_params) | set(method.global_params)
         entry_params = ([(f"models[{i}].parameters", m.parameters) for i, m in enumerate(self.models or [])]
                         + [(f"slices[{i}].parameters", s.parameters) for i, s in enumerate(self.slices or [])]

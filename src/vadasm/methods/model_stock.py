@@ -85,7 +85,7 @@ def _model_stock(base, tensors, *, filter_wise, generator=None):
 
 
 register(MergeMethod(
-    "model_stock", _model_stock, needs_base=True, base_is_input=False,
+    "model_stock", _model_stock, needs_base=True, base_is_input=False, min_inputs=2,
     params=(Param("filter_wise", False, kind=bool,
                   help="one angle per vector along the last dimension instead of one per tensor"),),
     reference="https://arxiv.org/abs/2403.19522",

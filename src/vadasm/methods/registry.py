@@ -98,6 +98,7 @@ class MergeMethod:
     params: tuple[Param, ...] = ()
     reference: str = ""
     exact_inputs: int | None = None  # e.g. slerp merges exactly two models
+    min_inputs: int | None = None  # fewest models besides the base, e.g. model_stock needs two
     # Output rows depend only on the same rows of the inputs, so large tensors can be merged in row
     # chunks (bounded memory); with `magnitude_pruning` the func also takes `cuts` and `offset`,
     # the per-model thresholds found over the whole tensors first (see methods/sparsify.py).
