@@ -4,6 +4,7 @@ twice, ~1 min on two busy cores). Each task records when it ran; two of them mus
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,6 +13,8 @@ from typer.testing import CliRunner
 from eval.tiny_vlm import make_text_lm
 from pico_models import perturbed_copy
 from vadasm.cli import _register_subcommands, app
+from vadasm.errors import VadasmError
+from vadasm.scale import RayPool
 
 try:
     import ray  # noqa: F401
@@ -59,3 +62,23 @@ def test_tune_and_eval_run_two_tasks_at_once_on_a_local_ray(tmp_path, monkeypatc
     assert len(tasks) == 2 and report["ray"]["slots"] == 2
     assert overlap([(t["started"], t["finished"]) for t in tasks]) > 0, tasks
     assert {s["model"] for s in report["scores"]} == {"alpha_0.0", "alpha_1.0"}
+
+
+def test_a_failed_task_is_retried_once_then_named(tmp_path):
+    def flaky(marker: str) -> str:  # nested: Ray pickles it by value (workers cannot import test modules)
+        if not Path(marker).exists():
+            Path(marker).write_text("failed once")
+            raise RuntimeError("first attempt fails")
+        return "second attempt"
+
+    def broken(k: int) -> int:
+        raise RuntimeError(f"broken model {k}")
+
+    pool = RayPool("local", workers=1)
+    try:
+        assert pool.map(flaky, [("flaky", (str(tmp_path / "marker"),))]) == ["second attempt"]
+        with pytest.raises(VadasmError) as err:
+            pool.map(broken, [("model m3", (3,))])
+        assert str(err.value) == "model m3: Ray task failed, also on its retry: RuntimeError: broken model 3"
+    finally:
+        pool.close()
