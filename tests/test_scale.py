@@ -74,6 +74,13 @@ def test_no_cluster_and_a_refused_token_are_one_line_with_the_fix():
     refused = FakeRay(init_error=FakeAuthError("token mismatch"))
     with pytest.raises(VadasmError, match="refused this client's token .*RAY_AUTH_TOKEN"):
         connect(refused, "auto")
+    # What Ray 2.60 raises for a wrong or missing token (seen against a real token-auth Ray); its log names the token
+    wrong_token = FakeRay(init_error=ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379"))
+    with pytest.raises(VadasmError) as err:
+        connect(wrong_token, "auto")
+    assert str(err.value).startswith("--ray auto: could not join the Ray cluster there (Failed to connect to Ray "
+                                     "cluster at 10.0.0.1:6379); if the cluster uses token authentication, set "
+                                     "RAY_AUTH_TOKEN")
     bug = FakeRay(init_error=ValueError("something else"))
     with pytest.raises(ValueError):  # not a user error: keeps its traceback
         connect(bug, "auto")

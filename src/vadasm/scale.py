@@ -24,6 +24,8 @@ from vadasm.errors import VadasmError
 
 INSTALL_HINT = "pip install 'vadasm[ray]'"
 START_HINT = "start one with `ray start --head` (or use --ray local for a Ray on this machine only)"
+TOKEN_HINT = ("if the cluster uses token authentication, set RAY_AUTH_TOKEN (or ~/.ray/auth_token) to its token, "
+              "from `ray get-auth-token` on the head node")
 
 
 @dataclass
@@ -60,14 +62,18 @@ def connect(ray: Any, address: str, num_cpus: int | None = None) -> bool:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
-    except ConnectionError as err:
-        raise VadasmError(f"--ray {address}: no Ray cluster found ({_first_line(err)}); {START_HINT}") from None
-    except Exception as err:  # Ray's auth failures come as AuthenticationError or as RPC errors naming the token
+    except Exception as err:
         if _is_auth_error(ray, err):
-            raise VadasmError(
-                f"--ray {address}: the cluster refused this client's token ({_first_line(err)}); set RAY_AUTH_TOKEN "
-                "(or ~/.ray/auth_token) to the cluster's token, from `ray get-auth-token` on the head node") from None
-        raise
+            raise VadasmError(f"--ray {address}: the cluster refused this client's token ({_first_line(err)}); "
+                              f"{TOKEN_HINT.removeprefix('if the cluster uses token authentication, ')}") from None
+        if not isinstance(err, ConnectionError):
+            raise
+        if "could not find any running ray instance" in str(err).lower():
+            raise VadasmError(f"--ray {address}: no Ray cluster found ({_first_line(err)}); {START_HINT}") from None
+        # A head answered (see _check_reachable) but the connection failed: Ray 2.5x says only this when
+        # the token is wrong or missing (the reason is in its log lines), or when versions differ.
+        raise VadasmError(f"--ray {address}: could not join the Ray cluster there ({_first_line(err)}); "
+                          f"{TOKEN_HINT}; the client's Ray and Python versions must match the cluster's") from None
     return True
 
 
