@@ -4,6 +4,9 @@ twice, ~1 min on two busy cores). Each task records when it ran; two of them mus
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,16 @@ def test_a_failed_task_is_retried_once_then_named(tmp_path):
         assert str(err.value) == "model m3: Ray task failed, also on its retry: RuntimeError: broken model 3"
     finally:
         pool.close()
+
+
+def test_ray_auto_without_a_cluster_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    (tmp_path / "config.json").write_text("{}")
+    done = subprocess.run([sys.executable, "-m", "vadasm", "eval", "-m", str(tmp_path), "--ray", "auto"],
+                          capture_output=True, text=True, env=env)
+    if "no Ray cluster found" not in done.stderr and Path("/tmp/ray/ray_current_cluster").exists():
+        pytest.skip("a Ray cluster is running on this machine (`ray start`), so 'auto' found one")
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors and errors[0].startswith("error: --ray auto: no Ray cluster found (")
+    assert "Traceback" not in done.stderr
