@@ -13,6 +13,7 @@ from eval.tiny_vlm import make_text_lm
 from fake_ray import FakeRay
 from pico_models import perturbed_copy
 from vadasm.cli import _register_subcommands, app
+from vadasm.tune.objective import HarnessObjective
 
 
 def _relative_recipe(tmp_path, monkeypatch):
@@ -30,6 +31,14 @@ def _relative_recipe(tmp_path, monkeypatch):
 def test_tune_on_ray_fills_every_slot_and_sends_absolute_paths(tmp_path, monkeypatch):
     ray = FakeRay(cpus=2)  # runs every task in another directory: a relative path there names nothing
     monkeypatch.setitem(sys.modules, "ray", ray)
+    scored = []
+
+    def score(self, folder, split, controls):  # candidates are really merged; scoring is stubbed (speed)
+        assert (folder / "config.json").is_file()
+        scored.append(folder)
+        return {"arith/text": 0.5}
+
+    monkeypatch.setattr(HarnessObjective, "score", score)
     args = _relative_recipe(tmp_path, monkeypatch)
     _register_subcommands()
     done = CliRunner().invoke(app, [*args, "--ray", "auto"])
@@ -39,6 +48,7 @@ def test_tune_on_ray_fills_every_slot_and_sends_absolute_paths(tmp_path, monkeyp
     assert len(searched) == 2 and ray.most_in_flight == 2  # one batch of 2: the cluster's 2 CPUs, not 1
     assert all(t["started"] <= t["finished"] for t in result["trials"])
     assert ray.task_options["num_cpus"] == 1 and "num_gpus" not in ray.task_options
+    assert len(scored) == 4 and scored[0] == tmp_path / "base"  # the recipient, by its absolute path
     assert not ray.initialized  # closed after the run
 
 
