@@ -10,7 +10,8 @@ from vadasm.cli import app
 from vadasm.cli.common import AllowPickle, AsJson, Device, Force, Quiet, TrustRemoteCode, check_run_flags, emit
 from vadasm.errors import VadasmError
 from vadasm.io import DEFAULT_SHARD_SIZE
-from vadasm.merge import MergeOptions, load_recipe, recipe_from_dict, run_merge
+from vadasm.merge import MergeOptions, recipe_from_dict, run_merge
+from vadasm.merge.multi import plan_stages, read_recipe_documents, run_multi_merge
 
 
 @app.command("merge")
@@ -26,6 +27,11 @@ def merge(
     weight: Annotated[list[float] | None, typer.Option(help="Weight per --model, in order (one value: all).")] = None,
     density: Annotated[list[float] | None, typer.Option(
         help="Fraction of each delta kept (ties/dare), per --model or one for all.")] = None,
+    calibration: Annotated[list[str] | None, typer.Option(
+        help="regmean: each model's calibration data, a JSONL file of {\"text\"[, \"answer\"]} records or a "
+             "built-in task (its train split), per --model or one for all (--param calibration_samples=N: items "
+             "per model, default 128). Each model is run on its data first; memory: one [in, in] fp32 Gram "
+             "matrix per linear layer per model, held until the merge ends.")] = None,
     param: Annotated[list[str] | None, typer.Option(
         help="Global parameter KEY=VALUE, e.g. normalize=false, lambda=0.8, t=0.5. Repeatable.")] = None,
     dtype: Annotated[str | None, typer.Option(
@@ -38,6 +44,9 @@ def merge(
     align: Annotated[str | None, typer.Option(
         help="Permute each input's MLP neurons and attention heads to match the base (Hungarian weight "
              "matching) before merging: 'weights' or 'activations' (measured on held-out validation text).")] = None,
+    intermediate_dir: Annotated[str | None, typer.Option(
+        help="For a recipe of several `---`-separated documents (mergekit-multi): keep each named merge in "
+             "this folder (DIR/NAME); default: a temporary folder removed at the end.")] = None,
     threads: Annotated[int, typer.Option(
         help="Torch threads for the math (a reader thread overlaps I/O); more pays only on idle cores.")] = 1,
     device: Device = "cpu",
@@ -53,21 +62,42 @@ def merge(
     temporary folder that becomes OUTPUT_DIR only on success, and records the recipe and input
     fingerprints in OUTPUT_DIR/vadasm_config.json.
 
+    A recipe of several `---`-separated documents runs as mergekit-multi does: each named document
+    is a merge that later ones may use by name; the unnamed (or last-used) one is written to OUTPUT_DIR.
+
     Example: vadasm merge examples/ties.yaml ./merged
     """
     device = check_run_flags(device=device, threads=threads, shard_size=shard_size)
-    if len(paths) == 2:
-        raw = load_recipe(paths[0]).model_dump(exclude_none=True)
+    options = MergeOptions(dtype=dtype, shard_size=shard_size, force=force, allow_pickle=allow_pickle,
+                           trust_remote_code=trust_remote_code, device=device, threads=threads,
+                           progress=not (quiet or as_json), align=align)
+    documents = read_recipe_documents(paths[0]) if len(paths) == 2 else []
+    if len(documents) > 1:
+        overrides = [flag for flag, value in (("--method", method), ("--base", base), ("--model", model),
+                                              ("--weight", weight), ("--density", density), ("--param", param),
+                                              ("--seed", seed), ("--exclude-norms", exclude_norms)) if value]
+        if overrides:
+            raise VadasmError(f"{paths[0]}: {', '.join(overrides)} cannot apply to a recipe of "
+                              f"{len(documents)} documents; write the values into its documents")
+        staged = run_multi_merge(plan_stages(documents, source=paths[0]), paths[1], options, intermediate_dir)
+        lines = [f"merged {s['name'] or 'final merge'} ({s['result']['merge_method']}, "
+                 f"{s['result']['merged']}/{s['result']['tensors']} tensors) -> {s['output']}" for s in staged.stages]
+        lines += [f"  skipped '{name}': the final merge does not use it (keep it with --intermediate-dir)"
+                  for name in staged.skipped]
+        emit(staged.to_dict(), as_json, lines, quiet)
+        return
+    if intermediate_dir is not None:
+        raise VadasmError("--intermediate-dir is for a recipe of several `---`-separated documents")
+    if len(paths) == 2:  # one document; its 'name' (mergekit-multi's) changes nothing alone
+        raw = recipe_from_dict({k: v for k, v in documents[0].items() if k != "name"}, source=paths[0])
+        raw = raw.model_dump(exclude_none=True)
     elif len(paths) == 1:
         raw = {}
     else:
         raise VadasmError("give RECIPE.yaml OUTPUT_DIR, or OUTPUT_DIR with --method and --model")
     output = paths[-1]
-    raw = _apply_flags(raw, method, base, model, weight, density, param, seed, exclude_norms)
+    raw = _apply_flags(raw, method, base, model, weight, density, param, seed, exclude_norms, calibration)
     recipe = recipe_from_dict(raw, source=paths[0] if len(paths) == 2 else "flags")
-    options = MergeOptions(dtype=dtype, shard_size=shard_size, force=force, allow_pickle=allow_pickle,
-                           trust_remote_code=trust_remote_code, device=device, threads=threads,
-                           progress=not (quiet or as_json), align=align)
     result = run_merge(recipe, output, options)
     lines = [f"merged {result.merged}/{result.tensors} tensors ({result.architecture}, {result.merge_method}) "
              f"-> {result.output} in {result.seconds:.1f}s"]
@@ -80,7 +110,8 @@ def merge(
     emit(result.to_dict(), as_json, lines, quiet)
 
 
-def _apply_flags(raw: dict, method, base, models, weights, densities, params, seed, exclude_norms) -> dict:
+def _apply_flags(raw: dict, method, base, models, weights, densities, params, seed, exclude_norms,
+                 calibrations=None) -> dict:
     if method:
         raw["merge_method"] = method
     if base:
@@ -88,7 +119,9 @@ def _apply_flags(raw: dict, method, base, models, weights, densities, params, se
     if models:
         raw["models"] = [{"model": m, "parameters": {}} for m in models]
     entries = raw.get("models") or []
-    for key, values in (("weight", weights), ("density", densities)):
+    if calibrations and len(calibrations) == 1 and not entries:  # a slices recipe: the default for every source
+        raw.setdefault("parameters", {})["calibration"] = calibrations[0]
+    for key, values in (("weight", weights), ("density", densities), ("calibration", calibrations)):
         if not values:
             continue
         if len(values) not in (1, len(entries)):

@@ -9,6 +9,9 @@ so the limits below refuse only hostile or mistaken files, and refuse them fast:
   composed, before any Python object exists, and an alias that contains itself is refused;
 - a key written twice in one mapping is refused with both lines (PyYAML keeps the last silently).
 Aliases within these limits keep working, so do merge keys (`<<: *defaults`).
+A file of several `---`-separated documents (mergekit-multi) is read whole by `load_yaml_file_documents`
+with the same limits over the whole file (alias expansion per document), and at most `MAX_DOCUMENTS`
+documents.
 Every problem becomes one short line (`RecipeYamlError`); no echoed value is longer than ~40 chars.
 """
 
@@ -23,6 +26,7 @@ MAX_BYTES = 1_000_000
 MAX_ALIASES = 64
 MAX_DEPTH = 64
 MAX_NODES = 20_000
+MAX_DOCUMENTS = 32  # `---`-separated recipes in one file (mergekit-multi)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -41,6 +45,16 @@ def short(value: Any, limit: int = 40) -> str:
 
 def load_yaml_file(path: Path) -> Any:
     """The file's single YAML document as Python data, within the limits above."""
+    return load_yaml_text(_read_text(path))
+
+
+def load_yaml_file_documents(path: Path) -> list[Any]:
+    """Every `---`-separated document of the file (mergekit-multi's staged recipes), within the limits above."""
+    return load_yaml_text(_read_text(path), all_documents=True)
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: at most MAX_BYTES, UTF-8 (a byte-order mark allowed)."""
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:
@@ -56,15 +70,17 @@ def load_yaml_file(path: Path) -> Any:
     except UnicodeDecodeError as err:
         raise RecipeYamlError(f"not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
                               "save the recipe as UTF-8") from None
-    return load_yaml_text(text)
+    return text
 
 
-def load_yaml_text(text: str) -> Any:
-    """`text`'s single YAML document as Python data (safe types only), within the limits above."""
+def load_yaml_text(text: str, all_documents: bool = False) -> Any:
+    """`text`'s single YAML document as Python data (safe types only), within the limits above;
+    with `all_documents`, the list of its documents (aliases and values counted over all of them,
+    each document's alias expansion within MAX_NODES)."""
     loader = None
     try:
         loader = _BoundedLoader(text)  # checks the characters
-        return loader.get_single_data()
+        return loader.get_all_data() if all_documents else loader.get_single_data()
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -140,6 +156,19 @@ class _BoundedLoader(yaml.SafeLoader):
             return None
         check_expanded_size(node)
         return self.construct_document(node)
+
+    def get_all_data(self) -> list[Any]:
+        """Every document, each composed and size-checked before any is constructed."""
+        nodes = []
+        while self.check_node():
+            if len(nodes) == MAX_DOCUMENTS:
+                line = self.peek_event().start_mark.line + 1
+                raise RecipeYamlError(f"line {line}: more than {MAX_DOCUMENTS} documents; a staged recipe "
+                                      "is much smaller")
+            nodes.append(self.get_node())
+        for node in nodes:
+            check_expanded_size(node)
+        return [self.construct_document(node) for node in nodes]
 
 
 def check_expanded_size(root: yaml.Node, limit: int = MAX_NODES) -> int:
