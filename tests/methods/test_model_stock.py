@@ -9,7 +9,9 @@ from safetensors.torch import load_file
 
 from vadasm.errors import VadasmError
 from vadasm.merge import MergeOptions, recipe_from_dict, run_merge
+from vadasm.methods import get_method
 from vadasm.methods.model_stock import model_stock, model_stock_ratio
+from vadasm.methods.registry import ignored_settings
 
 QUIET = MergeOptions(progress=False)
 model_stock_module = importlib.import_module("vadasm.methods.model_stock")  # not the function of that name
@@ -102,3 +104,18 @@ def test_recipe_with_one_model_is_refused_when_loaded(llama_trio):
     with pytest.raises(VadasmError, match="needs at least 2 models besides the base, got 1"):
         recipe_from_dict({"merge_method": "model_stock", "base_model": str(base),
                           "models": [{"model": str(ft1)}, {"model": str(base)}]})
+
+
+def test_a_per_model_weight_is_accepted_and_noted_as_ignored(tmp_path, llama_trio):
+    base, ft1, ft2 = llama_trio
+    recipe = recipe_from_dict({"merge_method": "model_stock", "base_model": str(base),
+                               "models": [{"model": str(ft1), "parameters": {"weight": 0.3}},
+                                          {"model": str(ft2), "parameters": {"weight": 0.7}}]})
+    assert ignored_settings(get_method("model_stock"), recipe.model_dump(exclude_none=True)) == [
+        "'weight' is accepted for mergekit recipes but model_stock ignores it"]
+    run_merge(recipe, tmp_path / "out", QUIET)
+    plain = recipe_from_dict({"merge_method": "model_stock", "base_model": str(base),
+                              "models": [{"model": str(ft1)}, {"model": str(ft2)}]})
+    run_merge(plain, tmp_path / "plain", QUIET)
+    a, b = load_file(tmp_path / "out" / "model.safetensors"), load_file(tmp_path / "plain" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -5,6 +5,8 @@ import torch
 from safetensors.torch import load_file
 
 from vadasm.merge import MergeOptions, recipe_from_dict, run_merge
+from vadasm.methods import get_method
+from vadasm.methods.registry import ignored_settings
 from vadasm.methods.sce import sce_merge, sce_select_mask, sce_weights
 
 QUIET = MergeOptions(progress=False)
@@ -76,3 +78,18 @@ def test_recipe_merges_every_tensor_like_the_function(tmp_path, llama_trio):
     for name in b:
         assert torch.equal(merged[name], sce_merge(b[name], [m1[name], m2[name]], 0.3)), name
     assert any(not torch.equal(merged[k], b[k]) for k in b)
+
+
+def test_a_per_model_weight_is_accepted_and_noted_as_ignored(tmp_path, llama_trio):
+    base, ft1, ft2 = llama_trio
+    recipe = recipe_from_dict({"merge_method": "sce", "base_model": str(base),
+                               "models": [{"model": str(ft1), "parameters": {"weight": 0.3}},
+                                          {"model": str(ft2), "parameters": {"weight": 0.7}}]})
+    assert ignored_settings(get_method("sce"), recipe.model_dump(exclude_none=True)) == [
+        "'weight' is accepted for mergekit recipes but sce ignores it"]
+    run_merge(recipe, tmp_path / "out", QUIET)
+    plain = recipe_from_dict({"merge_method": "sce", "base_model": str(base),
+                              "models": [{"model": str(ft1)}, {"model": str(ft2)}]})
+    run_merge(plain, tmp_path / "plain", QUIET)
+    a, b = load_file(tmp_path / "out" / "model.safetensors"), load_file(tmp_path / "plain" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

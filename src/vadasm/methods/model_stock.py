@@ -78,7 +78,7 @@ def _as_rows(tensor: torch.Tensor, filter_wise: bool) -> torch.Tensor:
     return tensor.reshape(-1, tensor.shape[-1])
 
 
-def _model_stock(base, tensors, *, filter_wise, generator=None):
+def _model_stock(base, tensors, *, filter_wise, weight=None, generator=None):
     if len(tensors) < 2:
         raise VadasmError(f"recipe: model_stock needs at least two models besides the base_model, got {len(tensors)}")
     return model_stock(base, tensors, filter_wise)
@@ -87,7 +87,10 @@ def _model_stock(base, tensors, *, filter_wise, generator=None):
 register(MergeMethod(
     "model_stock", _model_stock, needs_base=True, base_is_input=False, min_inputs=2,
     params=(Param("filter_wise", False, kind=bool,
-                  help="one angle per vector along the last dimension instead of one per tensor"),),
+                  help="one angle per vector along the last dimension instead of one per tensor"),
+            # mergekit skips keys a method does not declare; recipes often carry a per-model weight
+            Param("weight", 1.0, per_model=True, ignored=True,
+                  help="accepted for mergekit recipes; model_stock ignores it (the angle sets the mix)")),
     reference="https://arxiv.org/abs/2403.19522",
     summary="moves from the base toward the models' average by a ratio set by the angle between their deltas",
 ))

@@ -64,14 +64,17 @@ def sce_merge(base: torch.Tensor, tensors: Sequence[torch.Tensor], select_topk: 
     return base32 + merged / total.clamp(min=1e-6)
 
 
-def _sce(base, tensors, *, select_topk, int8_mask=False, generator=None):
+def _sce(base, tensors, *, select_topk, int8_mask=False, weight=None, generator=None):
     return sce_merge(base, tensors, select_topk)
 
 
 register(MergeMethod(
     "sce", _sce, needs_base=True, base_is_input=False,
     params=(Param("select_topk", 1.0, low=0.0, high=1.0,
-                  help="fraction of entries kept, those whose deltas vary most across the models"), INT8_MASK),
+                  help="fraction of entries kept, those whose deltas vary most across the models"), INT8_MASK,
+            # mergekit skips keys a method does not declare; recipes often carry a per-model weight
+            Param("weight", 1.0, per_model=True, ignored=True,
+                  help="accepted for mergekit recipes; sce ignores it (weights come from the deltas)")),
     reference="https://arxiv.org/abs/2408.07990",
     summary="select high-variance entries, weight models by delta energy, erase minority signs",
 ))
