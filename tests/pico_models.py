@@ -40,8 +40,30 @@ TEXT_CONFIGS: dict[str, dict] = {
                     layer_types=["sliding_attention", "full_attention"]),
     "llama4_text": dict(LLAMA_LIKE, intermediate_size_mlp=48, num_local_experts=4, num_experts_per_tok=1,
                         head_dim=8, interleave_moe_layer_step=2),
+    "granite": LLAMA_LIKE,
+    "arcee": LLAMA_LIKE,
+    "apertus": LLAMA_LIKE,
+    "olmo2": LLAMA_LIKE,
+    "glm4": dict(LLAMA_LIKE, head_dim=8),
+    "cohere": dict(LLAMA_LIKE, use_qk_norm=True),
+    "cohere2": dict(LLAMA_LIKE, sliding_window=16),
+    "starcoder2": LLAMA_LIKE,
+    "stablelm": LLAMA_LIKE,
+    "phi": LLAMA_LIKE,
+    "gpt_bigcode": dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=VOCAB, bos_token_id=1,
+                        eos_token_id=2),
+    "exaone": LLAMA_LIKE,
+    "falcon": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, **COMMON),
+    "lfm2": dict(LLAMA_LIKE, layer_types=["conv", "full_attention"], block_ff_dim=48, block_auto_adjust_ff_dim=False),
+    "mamba": dict(hidden_size=32, num_hidden_layers=2, state_size=4, **COMMON),
+    "glm4_moe": dict(LLAMA_LIKE, head_dim=8, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
+                     n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1),
+    "granitemoe": dict(LLAMA_LIKE, num_local_experts=4, num_experts_per_tok=2),
+    "granitemoehybrid": dict(LLAMA_LIKE, num_local_experts=4, num_experts_per_tok=2, shared_intermediate_size=40,
+                             mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8, layer_types=["mamba", "attention"]),
 }
-MOE_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_oss", "llama4_text"}
+MOE_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_oss", "llama4_text", "glm4_moe", "granitemoe",
+             "granitemoehybrid"}
 
 
 def text_config(model_type: str, **overrides):

@@ -58,6 +58,10 @@ def check_config_against_tensors(config_file: Path, config: dict, shapes: dict[s
     sizes = _positive_sizes(config_file, arch.text.spec.get("config", {}), arch.text_config)
     _check_layers(config_file, arch, shapes, sizes.get("num_layers"))
     _check_embedding_shapes(config_file, arch, shapes, sizes.get("vocab_size"), sizes.get("hidden_size"))
+    # transformers writes inf/nan as {"__float__": "Infinity"} (Granite 4's time_step_limit) and reads them back.
+    from transformers import PreTrainedConfig
+
+    config = PreTrainedConfig._decode_special_floats(config)
     check_transformers_accepts(config_file, config)
     _check_shapes_transformers_expects(config_file, config, shapes)
 
