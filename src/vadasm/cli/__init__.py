@@ -52,6 +52,7 @@ def _register_subcommands() -> None:
         moe_cmd,
         push_cmd,
         testbed_cmd,
+        tokensurgeon_cmd,
         transfer_cmd,
         tune_cmd,
     )
