@@ -32,7 +32,8 @@ def test_merge_of_each_architecture_loads_and_generates(tmp_path, model_type):
     ft2 = perturbed_copy(base, tmp_path / "ft2", seed=2)
     out = tmp_path / "merged"
     result = run_merge(_ties(base, ft1, ft2), out, QUIET)
-    assert result.merged == result.tensors
+    buffers = [t for t in result.not_merged if t.reason == "buffer, not a weight"]  # Apertus' xIELU constants
+    assert result.merged + len(buffers) == result.tensors
     model = AutoModelForCausalLM.from_pretrained(out)
     generated = model.generate(torch.tensor([[1, 5, 7]]), max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert generated.shape == (1, 7)
