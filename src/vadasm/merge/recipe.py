@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vadasm.errors import VadasmError
-from vadasm.merge.recipe_params import check_recipe
+from vadasm.merge.recipe_params import check_recipe, parameter_scopes
 from vadasm.merge.recipe_yaml import RecipeYamlError, load_yaml_file
 from vadasm.merge.tokenizer_config import TokenizerConfig
 from vadasm.methods import get_method
@@ -104,6 +104,10 @@ class MergeConfig(BaseModel):
                     f"{where}: unknown parameter(s) {sorted(unknown)} for '{method.name}' (known: {sorted(known)})"
                 )
         check_recipe(self, method)  # every value typed and range-checked; whole-recipe rules (recipe_params)
+        if method.needs_data:
+            from vadasm.merge.calibration import check_calibration_settings  # imports the graft, which imports us
+
+            check_calibration_settings([(where, params) for where, params, _ in parameter_scopes(self)])
         _check_tokenizer(self)
         return self
 

@@ -34,6 +34,7 @@ from vadasm.io import (
     parse_size,
     resolve_model_path,
 )
+from vadasm.merge.calibration import prepare_grams
 from vadasm.merge.lora import LoraCheckpoint, split_reference
 from vadasm.merge.plan import TensorAction, layer_contents, natural_key, plan_tensors  # noqa: F401 (natural_key: graft imports it here)
 from vadasm.merge.recipe import MergeConfig, resolve_setting
@@ -130,6 +131,8 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
     notes += vocabulary.notes if vocabulary else []
     if recipe.chat_template == "auto" and template is None:
         notes.append("chat_template: auto found no template among the inputs; none is set (as mergekit)")
+    grams = prepare_grams(recipe, method, slices, checkpoints, options.align, options.device, options.progress)
+    notes += grams.notes if grams else []
     alignments = {}
     if options.align:
         if not is_identity(slices, checkpoints, arch):
@@ -166,12 +169,14 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
                 if rows_path and remap is None:
                     _merge_rows(recipe, method, action, piece, sources, options.device, writer)
                     continue
-                tensor = _merge_tensor(recipe, method, action, piece, sources, options.device, alignments, remap)
+                data = {"grams": grams.for_tensor(action, piece, arch)} if grams and remap is None else {}
+                tensor = _merge_tensor(recipe, method, action, piece, sources, options.device, alignments, remap, data)
             writer.write(action.name, tensor)
         writer.close()
         write_tokenizer(tmp, recipe, checkpoints, reference, vocabulary, template)
         write_config(tmp, out_config, plan, arch, vocabulary)
         write_mergekit_config(tmp, recipe)
+        notes += grams.summary() if grams else []
         provenance = {
             "tool": "vadasm", "version": __version__, "kind": "merge",
             "recipe": recipe.model_dump(exclude_none=True),
@@ -214,9 +219,10 @@ def _sources(piece: LayerSlice, action: TensorAction, checkpoints: dict[str, Che
 def _merge_tensor(recipe: MergeConfig, method, action: TensorAction, piece: LayerSlice,
                   sources: tuple[Source | None, list[Source]], device: str,
                   alignments: dict[Path, Alignment] | None = None,
-                  vocabulary: Vocabulary | None = None) -> torch.Tensor:
+                  vocabulary: Vocabulary | None = None, data: dict | None = None) -> torch.Tensor:
     """Merge one whole tensor (methods that need all of it at once, aligned inputs, or a vocabulary
-    tensor whose rows are first re-indexed to the output vocabulary)."""
+    tensor whose rows are first re-indexed to the output vocabulary). `data`: what a data-aware
+    method is handed for this tensor (RegMean: its inputs' Grams)."""
     name, shape = action.name, action.shape
     base, inputs = sources
     if vocabulary is not None:
@@ -235,7 +241,7 @@ def _merge_tensor(recipe: MergeConfig, method, action: TensorAction, piece: Laye
     tensors = [load(source) for source in inputs]
     params = _method_params(recipe, method, piece, name, action.t)
     generators = _generators(recipe.seed, name, len(inputs), device)
-    return method.func(base_tensor, tensors, **params, generator=generators).cpu()
+    return method.func(base_tensor, tensors, **params, generator=generators, **(data or {})).cpu()
 
 
 def _merge_vocabulary_tensor(recipe: MergeConfig, method, action: TensorAction, piece: LayerSlice,

@@ -7,6 +7,7 @@ from vadasm.methods.nearswap import nearswap
 from vadasm.methods.passthrough import passthrough
 from vadasm.methods.ram import ram_merge, ramplus_tl_merge
 from vadasm.methods.registry import METHODS, MergeMethod, get_method
+from vadasm.methods.regmean import regmean, regmean_or_average
 from vadasm.methods.sce import sce_merge
 from vadasm.methods.slerp import slerp
 from vadasm.methods.sparsify import magnitude_prune, random_prune
@@ -23,5 +24,5 @@ __all__ = [
     "ramplus_tl_merge",
     "METHODS", "MergeMethod", "get_method", "linear_merge", "slerp", "magnitude_prune", "random_prune",
     "dare_merge", "generalized_task_arithmetic", "sign_consensus_mask", "ties_merge",
-    "model_stock", "sce_merge", "passthrough",
+    "model_stock", "sce_merge", "passthrough", "regmean", "regmean_or_average",
 ]
