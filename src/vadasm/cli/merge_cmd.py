@@ -30,8 +30,8 @@ def merge(
     calibration: Annotated[list[str] | None, typer.Option(
         help="regmean: each model's calibration data, a JSONL file of {\"text\"[, \"answer\"]} records or a "
              "built-in task (its train split), per --model or one for all (--param calibration_samples=N: items "
-             "per model, default 128). Each model is run on its data first; memory: one [in, in] fp32 Gram "
-             "matrix per linear layer per model, held until the merge ends.")] = None,
+             "per model, default 128). Each model is run on its data first; memory: one fp32 Gram matrix "
+             "(in_features x in_features) per linear layer per model, held until the merge ends.")] = None,
     param: Annotated[list[str] | None, typer.Option(
         help="Global parameter KEY=VALUE, e.g. normalize=false, lambda=0.8, t=0.5. Repeatable.")] = None,
     dtype: Annotated[str | None, typer.Option(
@@ -65,6 +65,10 @@ def merge(
     A recipe of several `---`-separated documents runs as mergekit-multi does: each named document
     is a merge that later ones may use by name; the unnamed (or last-used) one is written to OUTPUT_DIR.
 
+    RegMean (`merge_method: regmean`) first runs each input model on its own calibration data
+    (--calibration, or `calibration:` in its parameters) and keeps one fp32 Gram matrix
+    (in_features x in_features) per linear layer per model in memory; see docs/recipes.md.
+
     Example: vadasm merge examples/ties.yaml ./merged
     """
     device = check_run_flags(device=device, threads=threads, shard_size=shard_size)
@@ -75,7 +79,8 @@ def merge(
     if len(documents) > 1:
         overrides = [flag for flag, value in (("--method", method), ("--base", base), ("--model", model),
                                               ("--weight", weight), ("--density", density), ("--param", param),
-                                              ("--seed", seed), ("--exclude-norms", exclude_norms)) if value]
+                                              ("--seed", seed), ("--exclude-norms", exclude_norms),
+                                              ("--calibration", calibration)) if value]
         if overrides:
             raise VadasmError(f"{paths[0]}: {', '.join(overrides)} cannot apply to a recipe of "
                               f"{len(documents)} documents; write the values into its documents")
