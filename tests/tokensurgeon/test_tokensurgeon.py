@@ -94,8 +94,7 @@ def test_cli_writes_and_reports(untied_pair, tmp_path):
 
 
 def test_bad_inputs_are_refused_in_one_line(untied_pair, tmp_path):
-    import subprocess
-    import sys
+    from fuzz_cases import run_cli
 
     model, donor = untied_pair
     (tmp_path / "bare").mkdir()
@@ -107,8 +106,7 @@ def test_bad_inputs_are_refused_in_one_line(untied_pair, tmp_path):
              ([model, tmp_path / "bare", tmp_path / "o"], "needs the model's tokenizer files"),
              ([model, tmp_path / "missing", tmp_path / "o"], "missing")]
     for args, message in cases:
-        run = subprocess.run([sys.executable, "-m", "vadasm", "tokensurgeon", *map(str, args)],
-                             capture_output=True, text=True)
-        assert run.returncode == 2, (args, run.stderr)
+        run = run_cli(["tokensurgeon", *map(str, args)])
+        assert run.code == 2 and run.traceback is None, (args, run)
         assert run.stderr.startswith("error: ") and message in run.stderr and run.stderr.count("\n") == 1
     assert not (tmp_path / "o").exists() and not (model / "sub").exists()
