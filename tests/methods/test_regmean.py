@@ -1,7 +1,10 @@
 import pytest
 import torch
 
-from vadasm.methods.regmean import regmean, shrink_gram
+from vadasm.errors import VadasmError
+from vadasm.methods import get_method
+from vadasm.methods.registry import method_names
+from vadasm.methods.regmean import regmean, regmean_or_average, shrink_gram
 
 
 def gram(x: torch.Tensor) -> torch.Tensor:
@@ -78,3 +81,36 @@ def test_shrink_gram_scales_only_the_off_diagonal():
 def test_mismatched_gram_is_refused():
     with pytest.raises(ValueError, match="do not match"):
         regmean([torch.randn(4, 6)], [torch.eye(5)])
+
+
+def test_hand_checked_exact_and_per_feature_cases():
+    # Each model sees one feature: the merged row takes feature 1 from model 1 and feature 2 from model 2.
+    out = regmean([torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])],
+                  [torch.diag(torch.tensor([1.0, 0.0])), torch.diag(torch.tensor([0.0, 1.0]))], alpha=1.0)
+    assert torch.allclose(out, torch.tensor([[1.0, 1.0]]))
+    # alpha 0 keeps only the diagonals (4, 1) and (1, 1): per feature (4*1 + 1*3) / 5 and (1*1 + 1*3) / 2.
+    out = regmean([torch.tensor([[1.0, 1.0]]), torch.tensor([[3.0, 3.0]])],
+                  [torch.tensor([[4.0, 2.0], [2.0, 1.0]]), torch.eye(2)], alpha=0.0)
+    assert torch.allclose(out, torch.tensor([[7 / 5, 2.0]]))
+
+
+def test_tensors_without_grams_are_the_weighted_average():
+    a, b = torch.randn(3, 4), torch.randn(3, 4)
+    assert torch.allclose(regmean_or_average([a, b], None, [1.0, 3.0], alpha=0.9), (a + 3 * b) / 4, atol=1e-6)
+
+
+def test_registered_as_a_data_aware_method_with_the_grafts_alpha():
+    method = get_method("regmean")
+    assert method.needs_data and method.base_is_input and not method.needs_base and not method.rows_independent
+    assert method.global_params == {"alpha": 0.9, "calibration_samples": 128}
+    assert method_names(needs_data=True) == ["regmean"]
+    with pytest.raises(ValueError, match="'weight' must be > 0"):
+        method.param("weight").check(0.0)
+
+
+def test_singular_grams_are_one_line_naming_alpha():
+    method = get_method("regmean")
+    zeros = [torch.zeros(2, 2), torch.zeros(2, 2)]
+    with pytest.raises(VadasmError, match=r"singular matrix .*alpha 1.0"):
+        method.func(None, [torch.ones(3, 2), torch.ones(3, 2)], weight=[1.0, 1.0], alpha=1.0, calibration=["", ""],
+                    calibration_samples=1, grams=zeros)
