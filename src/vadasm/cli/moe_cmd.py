@@ -1,4 +1,4 @@
-"""`vadasm moe into-moe | into-dense`: move task vectors between dense and mixture-of-experts models."""
+"""`vadasm moe into-moe | into-dense | build`: task vectors between dense and MoE models; MoEs from dense ones."""
 
 from __future__ import annotations
 
@@ -99,4 +99,37 @@ def _emit(result, as_json: bool, quiet: bool) -> None:
              f"in {result.seconds:.1f}s"]
     lines += [f"  kept: {k['tensor']}: {k['reason']}" for k in result.kept]
     lines += [f"  dropped: {d['tensor']}: {d['reason']}" for d in result.dropped]
+    emit(result.to_dict(), as_json, lines, quiet)
+
+
+@moe_app.command("build")
+def build(
+    config: Annotated[str, typer.Argument(help="A mergekit-moe YAML config (base_model, gate_mode, experts ...).")],
+    output: Annotated[str, typer.Argument(help="Output folder (a Mixtral, Qwen MoE or Qwen3 MoE checkpoint).")],
+    allow_all_same: Annotated[bool, typer.Option(
+        "--i-understand-this-is-not-useful-without-training",
+        help="Build even when every expert is the same model (sparse upcycling before training).")] = False,
+    force: Force = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Build a mixture of experts from dense models, from a mergekit-moe config.
+
+    Attention, norms and embeddings come from base_model, each expert's MLP from its source_model;
+    routers from gate_mode: hidden (prompts' hidden states, as mergekit), cheap_embed (prompts' token
+    embeddings), random / uniform_random (seeded by `seed:`), or router_input (vadasm: mean MLP input of
+    each expert's prompts, centred over experts). DeepSeek MoE output (remote code) is refused.
+
+    Example: vadasm moe build clowncar.yml ./clowncar-moe
+    """
+    from vadasm.moe.build import build_moe_from_file
+
+    result = build_moe_from_file(config, output, force=force, allow_all_same=allow_all_same,
+                                 progress=not (quiet or as_json))
+    lines = [f"moe build: {result.architecture} with {len(result.experts)} experts "
+             f"({len(result.shared_experts)} shared), gates {result.gate_mode}, {result.tensors} tensors -> "
+             f"{result.output} in {result.seconds:.1f}s"]
+    if result.degenerate_layers:
+        lines.append(f"  warning: layers {result.degenerate_layers} have nearly parallel router rows "
+                     "(prompts too similar); some experts will be rarely used")
     emit(result.to_dict(), as_json, lines, quiet)
