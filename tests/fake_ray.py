@@ -39,7 +39,7 @@ class FakeRay:
         self.initialized = False
         self.init_kwargs: dict | None = None
         self.task_options: dict | None = None
-        self.in_flight = self.most_in_flight = 0
+        self.in_flight = self.most_in_flight = self.tasks_run = 0
         self.cancelled: list[Ref] = []
         self.elsewhere = tempfile.mkdtemp(prefix="fake-ray-worker-")
 
@@ -71,6 +71,7 @@ class FakeRay:
     def _run(self, fn, args) -> Ref:
         args = [a.value if isinstance(a, Ref) else a for a in args]
         self.in_flight += 1
+        self.tasks_run += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         here = os.getcwd()
         os.chdir(self.elsewhere)

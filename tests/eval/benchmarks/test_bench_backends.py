@@ -68,22 +68,15 @@ def test_lm_eval_bridge_maps_results(monkeypatch):
 
 
 def test_tune_runs_candidates_as_ray_tasks(monkeypatch):
+    from fake_ray import FakeRay
     from synthetic_objectives import Quadratic
     from vadasm.tune import make_optimizer, space_from_specs, tune
 
-    submitted = []
-
-    def remote(func):
-        def submit(*args):
-            submitted.append(args[1])
-            return func(*args)
-        return types.SimpleNamespace(remote=submit)
-
-    fake = types.SimpleNamespace(init=lambda **kw: submitted.append(kw["address"]), remote=remote,
-                                 get=lambda refs: refs)
-    monkeypatch.setitem(sys.modules, "ray", fake)
+    ray = FakeRay(cpus=4)
+    monkeypatch.setitem(sys.modules, "ray", ray)
     space = space_from_specs(["beta=0:1@0.5", "density=0:1@0.5"])
     result = tune(Quadratic(), space, make_optimizer("grid", space, grid_points=3), ray_address="ray://head:10001",
                   progress=False)
-    assert submitted[0] == "ray://head:10001" and None in submitted  # the recipient ran on Ray too
+    assert ray.init_kwargs["address"] == "ray://head:10001" and not ray.initialized  # joined, then closed
+    assert ray.tasks_run == len([t for t in result.trials if not t.cached])  # every evaluation, the recipient too
     assert result.best.params == {"beta": 0.5, "density": 0.5}
