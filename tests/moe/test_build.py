@@ -23,13 +23,14 @@ def family(tmp_path, model_type="mistral", experts=2, **overrides):
     return base, [perturbed_copy(base, tmp_path / f"e{i}", scale=0.05, seed=i + 1) for i in range(experts)]
 
 
-def write_config(path, base, experts, gate_mode="cheap_embed", shared=None, extra=""):
+def write_config(path, base, experts, gate_mode="cheap_embed", shared=None, extra="", noise=None):
     prompts = [("w1 w2 w3", "w9"), ("w40 w41", None), ("w60 w61 w62", None)]
     lines = [f"base_model: {base}", f"gate_mode: {gate_mode}", "experts:"]
     for i, expert in enumerate(experts):
         positive, negative = prompts[i]
         lines += [f"  - source_model: {expert}", f"    positive_prompts: [\"{positive}\"]"]
         lines += [f"    negative_prompts: [\"{negative}\"]"] if negative else []
+        lines += [f"    noise_scale: {noise}"] if noise and i == 1 else []
     if shared:
         lines += ["shared_experts:", f"  - source_model: {shared}", "    positive_prompts: [\"w5 w6\"]",
                   "    residual_scale: 0.5"]
@@ -84,18 +85,25 @@ def test_upcycled_mixtral_computes_the_base_model(tmp_path):
     torch.testing.assert_close(logits(tmp_path / "out"), logits(base), atol=1e-5, rtol=1e-4)
 
 
-def test_random_gates_follow_the_seed_and_residual_scale_scales_down_proj(tmp_path):
+def test_random_gates_and_noise_follow_the_seed_and_residual_scale_scales_down_proj(tmp_path):
     base, experts = family(tmp_path, "qwen2")
-    routers = {}
+    built = {}
     for seed in (0, 0, 1):
-        out = tmp_path / f"out{len(routers)}-{seed}"
-        config = write_config(tmp_path / "moe.yml", base, experts, "random", shared=experts[0], extra=f"seed: {seed}\n")
+        out = tmp_path / f"out{len(built)}-{seed}"
+        config = write_config(tmp_path / "moe.yml", base, experts, "random", shared=experts[0], noise=0.01,
+                              extra=f"seed: {seed}\n")
         result = build_moe_from_file(config, out, progress=False)
         assert result.architecture == "Qwen MoE"
-        routers[out.name] = load_file(out / "model.safetensors")["model.layers.0.mlp.gate.weight"]
-    first, again, other = routers.values()
-    assert torch.equal(first, again) and not torch.equal(first, other)
-    tensors = load_file(out / "model.safetensors")
+        built[out.name] = load_file(out / "model.safetensors")
+    first, again, other = built.values()
+    for name in ("model.layers.0.mlp.gate.weight", "model.layers.0.mlp.experts.1.up_proj.weight"):
+        assert torch.equal(first[name], again[name]) and not torch.equal(first[name], other[name])
+    noise = first["model.layers.0.mlp.experts.1.up_proj.weight"] - load_file(
+        experts[1] / "model.safetensors")["model.layers.0.mlp.up_proj.weight"]
+    assert 0.007 < float(noise.std()) < 0.013  # noise_scale 0.01 on expert 1 only
+    assert torch.equal(first["model.layers.0.mlp.experts.0.up_proj.weight"],
+                       load_file(experts[0] / "model.safetensors")["model.layers.0.mlp.up_proj.weight"])
+    tensors = other
     dense = load_file(experts[0] / "model.safetensors")
     torch.testing.assert_close(tensors["model.layers.1.mlp.shared_expert.down_proj.weight"],
                                0.5 * dense["model.layers.1.mlp.down_proj.weight"])

@@ -66,30 +66,44 @@ def build_moe(config: MoeBuildConfig, output: str | Path, force: bool = False, p
     refs = [config.base_model] + [e.source_model for e in config.experts + shared]
     check_output_free(Path(output), force, refs)
     opened: dict[str, Checkpoint] = {}
-    for ref in refs:
-        opened.setdefault(ref, Checkpoint.open(ref))
-    base = opened[config.base_model]
     try:
-        moe = select_output(config, [opened[r].config.get("model_type", "?") for r in refs])
-    except ValueError as err:
-        raise VadasmError(f"{base.path / 'config.json'}: {err}") from None
-    layers = int(base.config["num_hidden_layers"])
-    _check_inputs(moe, base, [opened[e.source_model] for e in config.experts + shared], layers)
-    dtype = parse_dtype(config.dtype) if config.dtype else _config_dtype(base.config)
-    gated = [*config.experts, *(shared if (any(e.positive_prompts for e in shared) or
-                                          config.gate_mode in RANDOM_GATES) else [])]
-    gates = routers if routers is not None else compute_gates(config, base, gated, layers)
-    if gates.shape[:2] != (layers, len(gated)):
-        raise VadasmError(f"router rows have shape {tuple(gates.shape)}, expected ({layers}, {len(gated)}, hidden)")
-    result = MoeBuildResult(str(output), moe.name, config.gate_mode, config.seed,
-                            [e.source_model for e in config.experts], [e.source_model for e in shared])
-    if config.gate_mode != "router_input":  # centred rows are dependent by construction
-        result.degenerate_layers = [i for i in range(layers) if len(gated) > 1 and
-                                    float(torch.linalg.cond(gates[i].float())) > 5.0]
-    plan = _plan(moe, config, base, opened, gates, layers, dtype)
-    out_config = output_config(moe, base.config, len(config.experts), config.experts_per_token,
-                               _dtype_name(dtype or base.dtype(EMBED)))
-    with atomic_output_dir(output, force, [c.path for c in opened.values()]) as tmp:
+        for ref in refs:
+            if ref not in opened:
+                opened[ref] = Checkpoint.open(ref)
+        base = opened[config.base_model]
+        try:
+            moe = select_output(config, [opened[r].config.get("model_type", "?") for r in refs])
+        except ValueError as err:
+            raise VadasmError(f"{base.path / 'config.json'}: {err}") from None
+        layers = int(base.config["num_hidden_layers"])
+        _check_inputs(moe, base, [opened[e.source_model] for e in config.experts + shared], layers)
+        dtype = parse_dtype(config.dtype) if config.dtype else _config_dtype(base.config)
+        gated = [*config.experts, *(shared if (any(e.positive_prompts for e in shared) or
+                                              config.gate_mode in RANDOM_GATES) else [])]
+        gates = routers if routers is not None else compute_gates(config, base, gated, layers)
+        if gates.shape[:2] != (layers, len(gated)):
+            raise VadasmError(f"router rows have shape {tuple(gates.shape)}, expected ({layers}, {len(gated)}, hidden)")
+        result = MoeBuildResult(str(output), moe.name, config.gate_mode, config.seed,
+                                [e.source_model for e in config.experts], [e.source_model for e in shared])
+        if config.gate_mode != "router_input":  # centred rows are dependent by construction
+            result.degenerate_layers = [i for i in range(layers) if len(gated) > 1 and
+                                        float(torch.linalg.cond(gates[i].float())) > 5.0]
+        plan = _plan(moe, config, base, opened, gates, layers, dtype)
+        out_config = output_config(moe, base.config, len(config.experts), config.experts_per_token,
+                                   _dtype_name(dtype or base.dtype(EMBED)))
+        _write(output, force, plan, out_config, base, list(opened.values()), config, result, source_text,
+               started, progress)
+    finally:
+        for ck in opened.values():
+            ck.close()
+    return result
+
+
+def _write(output: str | Path, force: bool, plan: Plan, out_config: dict, base: Checkpoint, inputs: list[Checkpoint],
+           config: MoeBuildConfig, result: MoeBuildResult, source_text: str | None, started: float,
+           progress: bool) -> None:
+    """Stream the planned tensors into a temporary folder, add config, tokenizer and provenance, rename."""
+    with atomic_output_dir(output, force, [c.path for c in inputs]) as tmp:
         writer = ShardedWriter(tmp, [item for item, _ in plan])
         for item, produce in tqdm(plan, desc="moe build", unit="tensor", disable=not progress):
             writer.write(item.name, produce().to(item.dtype))
@@ -102,12 +116,14 @@ def build_moe(config: MoeBuildConfig, output: str | Path, force: bool = False, p
         result.seconds = round(time.perf_counter() - started, 3)
         provenance = {"tool": "vadasm", "version": __version__, "kind": "moe_build",
                       "config": config.model_dump(exclude_none=True),
-                      "inputs": [{"path": str(c.path), "fingerprint": c.fingerprint()} for c in opened.values()],
+                      "inputs": [{"path": str(c.path), "fingerprint": c.fingerprint()} for c in inputs],
                       "result": result.to_dict()}
         (tmp / "vadasm_config.json").write_text(json.dumps(provenance, indent=2) + "\n")
-        for ck in opened.values():
+        for ck in inputs:
             ck.verify_unchanged()
-    return result
+
+
+Plan = list[tuple[PlannedTensor, Callable[[], torch.Tensor]]]
 
 
 def compute_gates(config: MoeBuildConfig, base: Checkpoint, gated: list[MoeExpert], layers: int) -> torch.Tensor:
@@ -123,14 +139,10 @@ def compute_gates(config: MoeBuildConfig, base: Checkpoint, gated: list[MoeExper
     return prompt_gate_rows(signal, batches, config.gate_mode, routed=len(config.experts))
 
 
-Plan = list[tuple[PlannedTensor, Callable[[], torch.Tensor]]]
-
-
 def _plan(moe: MoeOutput, config: MoeBuildConfig, base: Checkpoint, opened: dict[str, Checkpoint],
           gates: torch.Tensor, layers: int, dtype: torch.dtype | None) -> Plan:
     """Every output tensor with the function that produces it, in a stable order."""
     plan: Plan = []
-    generator = torch.Generator().manual_seed(config.seed)
 
     def add(name: str, shape: tuple[int, ...], source_dtype: torch.dtype, produce: Callable[[], torch.Tensor]) -> None:
         plan.append((PlannedTensor(name, tuple(shape), dtype or source_dtype), produce))
@@ -151,11 +163,11 @@ def _plan(moe: MoeOutput, config: MoeBuildConfig, base: Checkpoint, opened: dict
         for index, expert in enumerate(config.experts):
             for projection in PROJECTIONS:
                 add(moe.expert_name(layer, index, projection), *_expert_tensor(
-                    opened[expert.source_model], expert, layer, projection, generator))
+                    opened[expert.source_model], expert, layer, projection, _noise_seed(config.seed, len(plan))))
         for expert in shared[:1]:
             for projection in PROJECTIONS:
                 add(moe.shared_name(layer, projection), *_expert_tensor(
-                    opened[expert.source_model], expert, layer, projection, generator))
+                    opened[expert.source_model], expert, layer, projection, _noise_seed(config.seed, len(plan))))
         hidden = gates.shape[2]
         add(moe.router_name(layer), (len(config.experts), hidden), base.dtype(EMBED),
             lambda i=layer: gates[i, : len(config.experts)].contiguous())
@@ -166,18 +178,16 @@ def _plan(moe: MoeOutput, config: MoeBuildConfig, base: Checkpoint, opened: dict
     return plan
 
 
-def _expert_tensor(ck: Checkpoint, expert: MoeExpert, layer: int, projection: str, generator: torch.Generator):
+def _expert_tensor(ck: Checkpoint, expert: MoeExpert, layer: int, projection: str, noise_seed: int):
     """(shape, dtype, producer) of one expert tensor: the dense MLP weight, plus seeded noise if asked,
     the down projection times residual_scale if asked (mergekit's `noise_and_scale`)."""
     name = f"model.layers.{layer}.mlp.{projection}_proj.weight"
-    # noise drawn now, in plan order, so the result does not depend on the order tensors are written
-    noise = (torch.randn(ck.shape(name), generator=generator) * expert.noise_scale
-             if expert.noise_scale is not None else None)
 
     def produce() -> torch.Tensor:
         tensor = ck.get_checked(name)
-        if noise is not None:
-            tensor = tensor.float() + noise
+        if expert.noise_scale is not None:  # each tensor its own seed: no noise held beyond the tensor
+            noise = torch.randn(tensor.shape, generator=torch.Generator().manual_seed(noise_seed))
+            tensor = tensor.float() + noise * expert.noise_scale
         if projection == "down" and expert.residual_scale is not None:
             tensor = tensor.float() * expert.residual_scale
         return tensor
@@ -204,6 +214,11 @@ def _check_inputs(moe: MoeOutput, base: Checkpoint, experts: list[Checkpoint], l
                                       f"{list(base.shape(name))}; experts must be as wide as the base")
             if any(k.startswith(f"model.layers.{layer}.mlp.") and k.endswith(".bias") for k in ck.keys()):
                 raise VadasmError(f"{ck.path}: MLP biases in layer {layer}; {moe.name} experts have none")
+
+
+def _noise_seed(seed: int, position: int) -> int:
+    """A distinct, reproducible seed per planned tensor."""
+    return (seed * 1_000_003 + position) % 2**63
 
 
 def _config_dtype(config: dict) -> torch.dtype | None:
