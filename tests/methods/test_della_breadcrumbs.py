@@ -61,6 +61,17 @@ def test_l1_rescale_restores_the_norm_and_leaves_zero_alone():
     assert torch.allclose(rescaled, torch.tensor([3.75, -1.25, 0.0, 0.0]))
 
 
+def test_top_k_masks_sorting_small_tensors_equals_the_streamed_selection(monkeypatch):
+    gen = torch.Generator().manual_seed(5)
+    values = (torch.rand(3000, generator=gen) * 8).round()  # many ties
+    ks = [0, 1, 17, 1500, 2999, 3000]
+    sorted_masks = sparsify.top_k_masks(values, ks)
+    monkeypatch.setattr(sparsify, "_SORT_ELEMENTS", 0)
+    monkeypatch.setattr(sparsify, "_CHUNK_ELEMENTS", 700)
+    for k, a, b in zip(ks, sorted_masks, sparsify.top_k_masks(values, ks)):
+        assert torch.equal(a, b) and int(a.sum()) == k
+
+
 def test_top_k_mask_breaks_ties_by_position():
     values = torch.tensor([1.0, 2.0, 2.0, 2.0, 0.5])
     assert top_k_mask(values, 2).tolist() == [False, True, True, False, False]

@@ -138,6 +138,14 @@ def top_k_masks(values: torch.Tensor, ks: Sequence[int]) -> list[torch.Tensor]:
     """`top_k_mask` for several k at once: one selection, streamed over chunks of `values` so its
     integer histograms never need a tensor-sized temporary."""
     flat = values.reshape(-1).float()
+    if flat.numel() <= _SORT_ELEMENTS:  # small: one stable sort is faster than the histograms, same answer
+        order = flat.argsort(descending=True, stable=True)
+        masks = []
+        for k in ks:
+            keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+            keep[order[:max(0, k)]] = True
+            masks.append(keep.reshape(values.shape))
+        return masks
     chunks = lambda: ([part] * len(ks) for part in flat.split(_CHUNK_ELEMENTS))  # noqa: E731
     cuts = top_k_cuts(chunks, flat.numel(), [max(0, k) for k in ks])
     masks = []
@@ -229,6 +237,7 @@ def della_keep_probabilities(rows: torch.Tensor, density: float, epsilon: float)
     return (density - epsilon) + ranks.float() / (width - 1) * 2 * epsilon
 
 
+_SORT_ELEMENTS = 1 << 16  # top-k selection sorts tensors up to this size (the index array is small)
 _CHUNK_ELEMENTS = 1 << 20  # DELLA ranks rows in chunks of about this many entries (bounded int64 buffers)
 
 
