@@ -59,7 +59,8 @@ def connect(ray: Any, address: str, num_cpus: int | None = None) -> bool:
     _check_reachable(address)
     try:
         if address == "local":
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            # address="local": always a new private Ray, even where `ray start` left a cluster running
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
     except Exception as err:
