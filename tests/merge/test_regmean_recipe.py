@@ -152,9 +152,18 @@ def test_calibration_settings_that_cannot_mean_one_data_set_are_refused_at_load(
         recipe_from_dict(regmean_recipe([(a, data_a, {"weight": 0}), (b, data_b, {})]))
 
 
-def test_align_is_refused_before_anything_is_written(pair, tmp_path):
+def test_align_and_lora_references_are_refused_before_anything_is_written(pair, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
     a, b, data_a, data_b = pair
     recipe = recipe_from_dict(regmean_recipe([(a, data_a, {}), (b, data_b, {})]))
     with pytest.raises(VadasmError, match="--align cannot be combined with 'regmean'"):
         run_merge(recipe, tmp_path / "out", MergeOptions(progress=False, align="weights"))
+    adapter = tmp_path / "adapter"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(a), LoraConfig(r=2, target_modules=["q_proj"])
+                   ).save_pretrained(adapter)
+    recipe = recipe_from_dict(regmean_recipe([(a, data_a, {}), (f"{b}+{adapter}", data_b, {})]))
+    with pytest.raises(VadasmError, match=r"/adapter: 'regmean' .* cannot yet run a MODEL\+LORA reference"):
+        run_merge(recipe, tmp_path / "out", QUIET)
     assert not (tmp_path / "out").exists()
