@@ -3,10 +3,15 @@ head counts it names divide the projections, and the roles of the tensors that n
 (fused, stacked, state-space, oddly named) are the ones the family's code gives them."""
 
 import json
+import shutil
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
 
 from pico_models import TEXT_CONFIGS, make_text_model
+from vadasm.align import permute_tensor, unit_groups
 from vadasm.arch import architecture_for, load_spec, supported_model_types
 from vadasm.io import Checkpoint
 
@@ -14,7 +19,7 @@ from vadasm.io import Checkpoint
 # has a stock class for; the others there need remote code or are encoders, encoder-decoders,
 # classifiers or vision models (see the README's supported-families line).
 MERGEKIT_TEXT_FAMILIES = {
-    "apertus", "arcee", "cohere", "cohere2", "exaone", "falcon", "gemma", "gemma2", "gemma3_text", "glm4",
+    "afmoe", "apertus", "arcee", "cohere", "cohere2", "exaone", "falcon", "gemma", "gemma2", "gemma3_text", "glm4",
     "glm4_moe", "gpt_bigcode", "gpt_neox", "gpt2", "granite", "granitemoehybrid", "lfm2", "llama", "mamba",
     "mistral", "mixtral", "olmo2", "phi", "phi3", "qwen2", "qwen3", "qwen3_moe", "stablelm", "starcoder2",
 }
@@ -80,8 +85,12 @@ ROLES = {  # family -> {tensor: (role, layer, expert)}
               "backbone.layers.1.mixer.A_log": ("ssm_state", 1, None)},
     "apertus": {"model.layers.0.mlp.act_fn.beta": ("buffer", 0, None),
                 "model.layers.0.mlp.act_fn.alpha_p": ("activation", 0, None)},
-    "olmo2": {"model.layers.0.post_feedforward_layernorm.weight": ("norm", 0, None)},
-    "cohere": {"model.layers.0.self_attn.q_norm.weight": ("norm", 0, None)},
+    "olmo2": {"model.layers.0.post_feedforward_layernorm.weight": ("norm", 0, None),
+              "model.layers.0.self_attn.k_norm.weight": ("attn_k", 0, None)},
+    "cohere": {"model.layers.0.self_attn.q_norm.weight": ("attn_q", 0, None)},
+    "afmoe": {"model.layers.1.self_attn.gate_proj.weight": ("attn_q", 1, None),
+              "model.layers.1.mlp.expert_bias": ("router", 1, None),
+              "model.layers.1.mlp.experts.2.up_proj.weight": ("expert_up", 1, 2)},
 }
 
 
@@ -93,3 +102,40 @@ def test_roles_of_the_tensors_each_family_stores_its_own_way(tmp_path, model_typ
         assert name in ck, name
         found = arch.role(name)
         assert (found.role, found.layer, found.expert) == (role, layer, expert), name
+
+
+# The families added from mergekit's list, whose MLP neurons and attention heads alignment permutes.
+PERMUTED = ["afmoe", "apertus", "arcee", "cohere", "cohere2", "exaone", "falcon", "glm4", "glm4_moe", "gpt_bigcode",
+            "granite", "granitemoe", "granitemoehybrid", "lfm2", "olmo2", "phi", "stablelm", "starcoder2"]
+
+
+def _logits(folder, ids):
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("model_type", PERMUTED)
+def test_permuting_the_units_the_table_describes_keeps_the_function(tmp_path, model_type):
+    """A tensor the table forgets (a per-head norm, an attention gate) would stay put and change the logits."""
+    original = make_text_model(tmp_path / "orig", model_type)
+    ck = Checkpoint.open(original)
+    groups, _ = unit_groups(architecture_for(ck.config, ck.keys()), ck)
+    assert groups
+    gen = torch.Generator().manual_seed(0)
+    tensors = load_file(original / "model.safetensors")
+    for group in groups:
+        if group.kind == "mlp":
+            perms = {"neuron": torch.randperm(group.sizes["neuron"], generator=gen)}
+        else:
+            per = group.sizes["q"] // group.sizes["kv"]
+            kv = torch.randperm(group.sizes["kv"], generator=gen)
+            perms = {"kv": kv, "q": torch.cat([int(b) * per + torch.randperm(per, generator=gen) for b in kv])}
+        for name in {slot.name for slot in group.slots}:
+            tensors[name] = permute_tensor(tensors[name], group, perms, name).contiguous()
+    permuted = tmp_path / "perm"
+    permuted.mkdir()
+    save_file(tensors, permuted / "model.safetensors", metadata={"format": "pt"})
+    shutil.copy(original / "config.json", permuted / "config.json")
+    ids = torch.tensor([[1, 5, 9, 17, 33, 60, 7, 3]])
+    torch.testing.assert_close(_logits(permuted, ids), _logits(original, ids), atol=1e-5, rtol=1e-4)
