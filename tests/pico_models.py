@@ -61,11 +61,14 @@ TEXT_CONFIGS: dict[str, dict] = {
     "granitemoe": dict(LLAMA_LIKE, num_local_experts=4, num_experts_per_tok=2),
     "afmoe": dict(LLAMA_LIKE, head_dim=8, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
                   num_shared_experts=1, num_dense_layers=1),
+    "granitemoeshared": dict(LLAMA_LIKE, num_local_experts=4, num_experts_per_tok=2, shared_intermediate_size=40),
+    "lfm2_moe": dict(LLAMA_LIKE, layer_types=["conv", "full_attention"], num_experts=4, num_experts_per_tok=2,
+                     moe_intermediate_size=16, num_dense_layers=1),
     "granitemoehybrid": dict(LLAMA_LIKE, num_local_experts=4, num_experts_per_tok=2, shared_intermediate_size=40,
                              mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8, layer_types=["mamba", "attention"]),
 }
 MOE_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_oss", "llama4_text", "glm4_moe", "granitemoe",
-             "granitemoehybrid", "afmoe"}
+             "granitemoehybrid", "afmoe", "granitemoeshared", "lfm2_moe"}
 
 
 def text_config(model_type: str, **overrides):

@@ -81,6 +81,10 @@ ROLES = {  # family -> {tensor: (role, layer, expert)}
              "model.layers.0.conv.in_proj.weight": ("conv_in", 0, None),
              "model.layers.1.self_attn.out_proj.weight": ("attn_o", 1, None),
              "model.layers.1.feed_forward.w3.weight": ("mlp_up", 1, None)},
+    "lfm2_moe": {"model.layers.1.feed_forward.experts.3.w2.weight": ("expert_down", 1, 3),
+                 "model.layers.1.feed_forward.expert_bias": ("router", 1, None),
+                 "model.layers.0.feed_forward.w1.weight": ("mlp_gate", 0, None)},
+    "granitemoeshared": {"model.layers.1.shared_mlp.output_linear.weight": ("mlp_down", 1, None)},
     "mamba": {"backbone.embeddings.weight": ("embed", None, None), "backbone.norm_f.weight": ("final_norm", None, None),
               "backbone.layers.1.mixer.A_log": ("ssm_state", 1, None)},
     "apertus": {"model.layers.0.mlp.act_fn.beta": ("buffer", 0, None),
@@ -106,7 +110,8 @@ def test_roles_of_the_tensors_each_family_stores_its_own_way(tmp_path, model_typ
 
 # The families added from mergekit's list, whose MLP neurons and attention heads alignment permutes.
 PERMUTED = ["afmoe", "apertus", "arcee", "cohere", "cohere2", "exaone", "falcon", "glm4", "glm4_moe", "gpt_bigcode",
-            "granite", "granitemoe", "granitemoehybrid", "lfm2", "olmo2", "phi", "stablelm", "starcoder2"]
+            "granite", "granitemoe", "granitemoehybrid", "granitemoeshared", "lfm2", "lfm2_moe", "olmo2", "phi",
+            "stablelm", "starcoder2"]
 
 
 def _logits(folder, ids):
