@@ -13,6 +13,7 @@ import torch
 
 from vadasm.align.layout import UnitGroup
 from vadasm.errors import VadasmError
+from vadasm.io.hf_load import load_with_transformers
 
 
 def text_token_ids(model_path: str | Path, texts: list[str], max_tokens: int = 2048,
@@ -20,10 +21,8 @@ def text_token_ids(model_path: str | Path, texts: list[str], max_tokens: int = 2
     """Token ids of `texts` in the model's tokenizer, one batch per text, until `max_tokens`."""
     from transformers import AutoTokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-    except (OSError, ValueError) as err:
-        raise VadasmError(f"{model_path}: measuring activations needs the model's tokenizer ({err})") from None
+    tokenizer = load_with_transformers(lambda: AutoTokenizer.from_pretrained(model_path), Path(model_path),
+                                       "tokenizer (measuring activations needs it)")
     batches, total = [], 0
     for text in texts:
         ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=seq_len)["input_ids"]
@@ -58,7 +57,8 @@ def measure_activations(model_path: str | Path, modules: list[str],
     """{module name: [tokens, features]} inputs of the named modules over the given batches."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    model = load_with_transformers(lambda: AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32),
+                                   Path(model_path), "model").eval()
     named = dict(model.named_modules())
     missing = [m for m in modules if m not in named]
     if missing:

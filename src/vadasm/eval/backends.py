@@ -18,6 +18,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vadasm.errors import VadasmError
+from vadasm.io.hf_load import check_model_folder, load_with_transformers
 
 # Base models without a chat template get plain question/answer turns (the testbed's Gemma format).
 PLAIN_QA = "Question: {question}\nAnswer:"
@@ -75,15 +76,20 @@ class TransformersBackend:
             raise VadasmError(f"{self.path}: not a model folder (no config.json)")
         self.name = self.path.name
         self.device = torch.device(device)
+        check_model_folder(self.path)
         self.sees_images = _is_vision_checkpoint(self.path)
         if self.sees_images:
-            self.processor = AutoProcessor.from_pretrained(self.path)
+            self.processor = load_with_transformers(lambda: AutoProcessor.from_pretrained(self.path), self.path,
+                                                    "processor")
             self.tokenizer = self.processor.tokenizer
-            self.model = AutoModelForImageTextToText.from_pretrained(self.path, dtype=dtype)
+            model_class = AutoModelForImageTextToText
         else:
             self.processor = None
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=dtype)
+            self.tokenizer = load_with_transformers(lambda: AutoTokenizer.from_pretrained(self.path), self.path,
+                                                    "tokenizer")
+            model_class = AutoModelForCausalLM
+        self.model = load_with_transformers(lambda: model_class.from_pretrained(self.path, dtype=dtype), self.path,
+                                            "model")
         self.model.to(self.device).eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:

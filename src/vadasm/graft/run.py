@@ -53,6 +53,7 @@ from vadasm.io import (
     parse_dtype,
     parse_size,
 )
+from vadasm.io.hf_load import load_with_transformers
 from vadasm.merge.run import natural_key, tensor_seed
 from vadasm.methods import get_method
 from vadasm.methods.regmean import regmean
@@ -390,10 +391,7 @@ def _vision_arch(checkpoint: Checkpoint, role: str) -> Architecture:
 def _tokenizer(path: Path):
     from transformers import AutoTokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, TypeError) as err:
-        raise VadasmError(f"{path}: no usable tokenizer ({str(err).splitlines()[0]})") from None
+    return load_with_transformers(lambda: AutoTokenizer.from_pretrained(path), path, "tokenizer")
 
 
 def _donor_image_token(tokenizer, config: dict) -> str | None:
@@ -713,10 +711,7 @@ def _write_vision_sidecars(out: Path, vision_ck: Checkpoint, recipient_ck: Check
 def _donor_processor(path: Path):
     from transformers import AutoProcessor
 
-    try:
-        processor = AutoProcessor.from_pretrained(path)
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        raise VadasmError(f"{path}: no usable image processor ({str(err).splitlines()[0]})") from None
+    processor = load_with_transformers(lambda: AutoProcessor.from_pretrained(path), path, "image processor")
     if not hasattr(processor, "image_processor"):
         raise VadasmError(f"{path}: no image processor (preprocessor_config.json) beside the weights")
     return processor

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from vadasm.errors import MissingExtraError, VadasmError
 from vadasm.eval.backends import Decoding, Request, TransformersBackend, _is_vision_checkpoint
+from vadasm.io.hf_load import check_model_folder, load_with_transformers
 
 
 def _vllm():
@@ -33,8 +34,11 @@ class VllmBackend:
             raise VadasmError(f"{self.path}: not a model folder (no config.json)")
         self.name = self.path.name
         self.sees_images = _is_vision_checkpoint(self.path)
-        self.processor = AutoProcessor.from_pretrained(self.path) if self.sees_images else None
-        self.tokenizer = self.processor.tokenizer if self.processor else AutoTokenizer.from_pretrained(self.path)
+        check_model_folder(self.path)
+        self.processor = (load_with_transformers(lambda: AutoProcessor.from_pretrained(self.path), self.path,
+                                                 "processor") if self.sees_images else None)
+        self.tokenizer = self.processor.tokenizer if self.processor else load_with_transformers(
+            lambda: AutoTokenizer.from_pretrained(self.path), self.path, "tokenizer")
         self._vllm = vllm
         self.llm = vllm.LLM(model=str(self.path), gpu_memory_utilization=gpu_memory_utilization,
                             max_model_len=max_model_len, seed=0)
