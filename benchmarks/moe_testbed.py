@@ -6,11 +6,12 @@
 No small MoE ships offline, so this builds one from real weights the way Branch-Train-MiX does
 (Sukhbaatar et al., 2024): a Mixtral-style model whose two experts per layer are the MLPs of SmolLM2
 (expert 0) and of its arithmetic fine-tune `smollm2-arith` (expert 1), every other tensor the mean
-of the two models. BTX then trains the router; here it is closed form: expert e's row is the mean
-MLP input (measured in SmolLM2) of domain e's tokens, held-out validation prose for expert 0 and
-arithmetic *train* prompts for expert 1, minus the mean of the two; each token goes to its top-1
-expert. An upcycled MoE (both experts copies of SmolLM2's MLP, same router) is the dense -> MoE
-recipient.
+of the two models. BTX then trains the router; here it is closed form (`vadasm moe build`'s
+`router_input` gate mode): expert e's row is the mean MLP input (measured in SmolLM2) of domain e's
+tokens, held-out validation prose for expert 0 and arithmetic *train* prompts for expert 1, minus the
+mean of the two; each token goes to its top-1 expert. An upcycled MoE (both experts copies of
+SmolLM2's MLP, same router) is the dense -> MoE recipient. Both MoEs are written by
+`vadasm.moe.build` (the BTX one from a linear merge of the two models as its base).
 
 MoE -> dense (`moe_into_dense`, dense recipient and base smollm2): the BTX experts aggregated
 `uniform`, `norm_avg`, and top-1 by router usage measured on arithmetic *validation* prompts, beside
@@ -31,22 +32,20 @@ from pathlib import Path
 
 import torch
 from moe_synthetic import random_control
-from safetensors.torch import load_file, save_file
 
-from vadasm.align.activations import measure_activations, validation_token_ids
+from vadasm.align.activations import validation_token_ids
 from vadasm.eval.arith import problems
 from vadasm.eval.backends import load_backend
 from vadasm.eval.harness import evaluate
 from vadasm.eval.report import format_table
 from vadasm.io import Checkpoint
+from vadasm.merge import MergeOptions, recipe_from_dict, run_merge
 from vadasm.moe import dense_into_moe, moe_into_dense
+from vadasm.moe.build import build_moe as build_moe_from_config
+from vadasm.moe.build_config import MoeBuildConfig, MoeExpert
+from vadasm.moe.gates import prompt_gate_rows, signal_function
 from vadasm.testbed.paths import artefact_dir, is_built
 from vadasm.testbed.recipient import encode_problem
-
-MIXTRAL_NAMES = {"gate": "w1", "up": "w3", "down": "w2"}  # Mixtral's expert names for a Llama MLP's projections
-SHARED_CONFIG = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                 "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_parameters",
-                 "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id", "hidden_act")
 
 
 def arith_prompts(tokenizer_dir: Path, split: str, n: int) -> list[torch.Tensor]:
@@ -58,40 +57,27 @@ def arith_prompts(tokenizer_dir: Path, split: str, n: int) -> list[torch.Tensor]
             for p in problems(split, n, seed=1)]
 
 
-def prototype_router(model: Path, domains: list[list[torch.Tensor]]) -> dict[int, torch.Tensor]:
-    """{layer: [experts, hidden]}: row e = mean MLP input over domain e's tokens minus the mean of all rows."""
-    layers = Checkpoint.open(model).config["num_hidden_layers"]
-    modules = [f"model.layers.{layer}.mlp" for layer in range(layers)]
-    means = [{m: acts.mean(0) for m, acts in measure_activations(model, modules, ids).items()} for ids in domains]
-    routers = {}
-    for layer, module in enumerate(modules):
-        rows = torch.stack([domain[module] for domain in means])
-        routers[layer] = rows - rows.mean(0)
-    return routers
+def prototype_router(model: Path, domains: list[list[torch.Tensor]]) -> torch.Tensor:
+    """[layers, experts, hidden]: row e = mean MLP input over domain e's tokens minus the mean of all rows
+    (the `router_input` gate mode of `vadasm moe build`, fed token ids instead of prompt strings)."""
+    signal = signal_function("router_input", model)
+    batches = [([{"input_ids": ids, "attention_mask": torch.ones_like(ids)} for ids in domain], [])
+               for domain in domains]
+    return prompt_gate_rows(signal, batches, "router_input", routed=len(domains))
 
 
-def build_moe(experts: list[Path], shared_from: list[Path], routers: dict[int, torch.Tensor], out: Path) -> Path:
-    """A Mixtral checkpoint: expert e of every layer = experts[e]'s MLP; other tensors = mean over shared_from."""
-    weights = {folder: load_file(folder / "model.safetensors") for folder in dict.fromkeys(experts + shared_from)}
-    tensors = {}
-    for name in weights[experts[0]]:
-        if ".mlp." not in name:
-            tensors[name] = torch.stack([weights[f][name] for f in shared_from]).mean(0)
-            continue
-        layer, projection = name.split(".")[2], name.split(".")[-2].removesuffix("_proj")
-        for e, folder in enumerate(experts):
-            moe_name = f"model.layers.{layer}.block_sparse_moe.experts.{e}.{MIXTRAL_NAMES[projection]}.weight"
-            tensors[moe_name] = weights[folder][name].clone()
-    for layer, router in routers.items():
-        tensors[f"model.layers.{layer}.block_sparse_moe.gate.weight"] = router.contiguous()
-    out.mkdir(parents=True)
-    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
-    source = Checkpoint.open(experts[0])
-    config = {k: source.config[k] for k in SHARED_CONFIG if k in source.config}
-    config.update(model_type="mixtral", architectures=["MixtralForCausalLM"], num_local_experts=len(experts),
-                  num_experts_per_tok=1, router_jitter_noise=0.0, sliding_window=None, dtype="float32")
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    _copy_tokenizer(experts[0], out)
+def build_moe(experts: list[Path], shared_from: list[Path], routers: torch.Tensor, out: Path, work: Path) -> Path:
+    """A Mixtral checkpoint (`vadasm moe build`): expert e of every layer = experts[e]'s MLP; other tensors =
+    the mean over shared_from (a linear merge first when there are several), top-1 routing."""
+    base = shared_from[0]
+    if len(shared_from) > 1:
+        base = work / f"mean-of-{len(shared_from)}-{out.name}"
+        recipe = recipe_from_dict({"merge_method": "linear", "dtype": "float32",
+                                   "models": [{"model": str(m), "parameters": {"weight": 1.0}} for m in shared_from]})
+        run_merge(recipe, base, MergeOptions(progress=False))
+    config = MoeBuildConfig(base_model=str(base), experts=[MoeExpert(source_model=str(e)) for e in experts],
+                            gate_mode="router_input", dtype="float32", experts_per_token=1)
+    build_moe_from_config(config, out, routers=routers, progress=False)
     return out
 
 
@@ -128,8 +114,8 @@ def main() -> None:
         domains = [validation_token_ids(base), arith_prompts(base, "train", args.router_prompts)]
         routers = prototype_router(base, domains)
         moes = Path(args.moes_only) if args.moes_only else work
-        btx = build_moe([base, tuned], [base, tuned], routers, moes / "btx")
-        upcycled = build_moe([base, base], [base], routers, moes / "upcycled")
+        btx = build_moe([base, tuned], [base, tuned], routers, moes / "btx", work)
+        upcycled = build_moe([base, base], [base], routers, moes / "upcycled", work)
         if args.moes_only:
             texts = [problem.question for problem in problems("val", 100, seed=1)]
             (moes / "arith_val_prompts.txt").write_text("\n".join(texts) + "\n")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from vadasm import __version__
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free, parse_dtype
-from vadasm.moe.build_config import RANDOM_GATES, MoeBuildConfig, MoeExpert, load_moe_config
+from vadasm.moe.build_config import RANDOM_GATES, MoeBuildConfig, MoeExpert, check_moe_config, load_moe_config
 from vadasm.moe.gates import (
     load_prompt_tokenizer,
     prompt_gate_rows,
@@ -54,14 +54,22 @@ def build_moe_from_file(config_path: str | Path, output: str | Path, force: bool
                         allow_all_same: bool = False, progress: bool = True) -> MoeBuildResult:
     """Read a mergekit-moe YAML file and build it; errors name the file."""
     config = load_moe_config(config_path, allow_all_same)
-    return build_moe(config, output, force=force, progress=progress, source_text=Path(config_path).read_text())
+    return build_moe(config, output, force=force, progress=progress, source_text=Path(config_path).read_text(),
+                     allow_all_same=allow_all_same)
 
 
 def build_moe(config: MoeBuildConfig, output: str | Path, force: bool = False, progress: bool = True,
-              routers: torch.Tensor | None = None, source_text: str | None = None) -> MoeBuildResult:
+              routers: torch.Tensor | None = None, source_text: str | None = None,
+              allow_all_same: bool = False) -> MoeBuildResult:
     """Build the MoE `config` describes into `output`. `routers` ([layers, experts (+ shared), hidden])
-    replaces the gate computation (the testbed measures them once for two MoEs)."""
+    replaces the gate computation (the testbed measures them once for two MoEs; prompts are then not
+    needed)."""
     started = time.perf_counter()
+    if routers is None:
+        try:
+            check_moe_config(config, allow_all_same)
+        except ValueError as err:
+            raise VadasmError(f"MoE config: {err}") from None
     shared = config.shared_experts or []
     refs = [config.base_model] + [e.source_model for e in config.experts + shared]
     check_output_free(Path(output), force, refs)
