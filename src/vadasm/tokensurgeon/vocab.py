@@ -3,10 +3,13 @@
 Tokens are matched by their decoded strings, as the graft's anchors are (`shared_anchors`: a string
 decoding from several ids is left out); special tokens decode to '' and are matched by role instead
 (the donor's bos/eos/pad/unk gets MODEL's row of the same role), as mergekit matches them.
+Byte-fallback tokens (`<0x21>`) decode like the character they encode ('!'): they are not matched,
+so the character's own token stays unambiguous (mergekit matches raw tokens, so '!' to '!' too).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from vadasm.errors import VadasmError
 from vadasm.graft.embedding_maps import shared_anchors
 
 SPECIAL_ROLES = ("bos_token", "eos_token", "pad_token", "unk_token")
+_BYTE_FALLBACK = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 @dataclass
@@ -57,6 +61,9 @@ def read_tokenizer(folder: Path) -> TokenizerView:
     strings = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
     for i in tokenizer.all_special_ids:
         strings[i] = ""  # control tokens carry no shared meaning: matched by role below
+    for i, raw in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(strings))))):
+        if raw is not None and _BYTE_FALLBACK.fullmatch(raw):
+            strings[i] = ""
     specials = {role: getattr(tokenizer, f"{role}_id") for role in SPECIAL_ROLES}
     return TokenizerView(strings, {role: i for role, i in specials.items() if i is not None})
 
