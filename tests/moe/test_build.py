@@ -81,7 +81,14 @@ def test_upcycled_mixtral_computes_the_base_model(tmp_path):
     config = tmp_path / "moe.yml"
     config.write_text(f"base_model: {base}\ngate_mode: random\nseed: 3\nexperts_per_token: 1\nexperts:\n"
                       f"  - source_model: {base}\n  - source_model: {base}\n  - source_model: {base}\n")
-    build_moe_from_file(config, tmp_path / "out", progress=False)
+    from typer.testing import CliRunner
+
+    from vadasm.cli import _register_subcommands, app
+
+    _register_subcommands()
+    run = CliRunner().invoke(app, ["moe", "build", str(config), str(tmp_path / "out"), "--json"])
+    assert run.exit_code == 0, run.output
+    assert json.loads(run.stdout)["architecture"] == "Mixtral"
     torch.testing.assert_close(logits(tmp_path / "out"), logits(base), atol=1e-5, rtol=1e-4)
 
 
@@ -120,6 +127,14 @@ def test_qwen_moe_with_a_gated_shared_expert_from_hidden_states(tmp_path):
     rows = torch.cat([tensors["model.layers.0.mlp.gate.weight"],
                       tensors["model.layers.0.mlp.shared_expert_gate.weight"]])
     torch.testing.assert_close(rows.norm(dim=1), torch.ones(3))  # hidden rows are unit vectors
+    # expert 1's row in layer 1: the input of layer 1 at its prompt's last token, normalised
+    from vadasm.moe.gates import load_prompt_tokenizer
+
+    dense = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    with torch.no_grad():
+        state = dense(**tokenize_prompts(load_prompt_tokenizer(base), ["w40 w41"]),
+                      output_hidden_states=True).hidden_states[1][0, -1]
+    torch.testing.assert_close(tensors["model.layers.1.mlp.gate.weight"][1], state / state.norm())
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     assert type(model).__name__ == "Qwen2MoeForCausalLM" and model.config.num_experts == 2
     assert torch.isfinite(logits(tmp_path / "out")).all()
