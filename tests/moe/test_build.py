@@ -115,6 +115,7 @@ def test_random_gates_and_noise_follow_the_seed_and_residual_scale_scales_down_p
     torch.testing.assert_close(tensors["model.layers.1.mlp.shared_expert.down_proj.weight"],
                                0.5 * dense["model.layers.1.mlp.down_proj.weight"])
     assert tensors["model.layers.1.mlp.shared_expert_gate.weight"].shape == (1, 32)
+    assert torch.isfinite(logits(out)).all()  # a Qwen2 base's own q/k/v biases carried into Qwen MoE
 
 
 def test_qwen_moe_with_a_gated_shared_expert_from_hidden_states(tmp_path):
