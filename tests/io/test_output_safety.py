@@ -205,3 +205,17 @@ def test_an_unwritable_destination_is_refused_before_any_work(tmp_path, monkeypa
     with pytest.raises(VadasmError, match=f"Read-only file system; cannot write {tmp_path / 'a' / 'out'}$"):
         check_output_free(tmp_path / "a" / "out", False)
     assert list(tmp_path.iterdir()) == []  # the parent folder it made for the lock is gone again
+
+
+def test_an_opened_input_changed_during_the_run_is_refused_before_the_rename(tmp_path):
+    from tiny_checkpoints import write_tiny_llama
+    from vadasm.io import Checkpoint
+
+    source = Checkpoint.open(write_tiny_llama(tmp_path / "in"))
+    out = tmp_path / "out"
+    with pytest.raises(VadasmError, match="changed while being read.*; nothing written"):
+        with atomic_output_dir(out, inputs=[source]) as tmp:
+            (tmp / "x").write_text("partial")
+            weights = source.path / "model.safetensors"
+            weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x80\x7f")  # another program writes
+    assert not out.exists() and hidden(tmp_path) == []

@@ -47,17 +47,18 @@ def write_aligned(reference_ref: str | Path, model_ref: str | Path, output: str 
                                                                  similarity_kind)
     write_permuted(model, alignment, output, {"reference": {"path": str(reference.path),
                                                             "fingerprint": reference.fingerprint()}},
-                   force, progress, also_read=[reference.path])
+                   force, progress, also_read=[reference])
     return report
 
 
 def write_permuted(model: Checkpoint, alignment: Alignment | None, output: str | Path, provenance: dict,
-                   force: bool = False, progress: bool = True, also_read: Sequence[str | Path] = ()) -> None:
+                   force: bool = False, progress: bool = True,
+                   also_read: Sequence[str | Path | Checkpoint] = ()) -> None:
     """Stream `model` to `output` with `alignment` applied to every tensor it names (`also_read`: other
     inputs, which the output may not touch either)."""
     names = model.keys()
     plan = [PlannedTensor(n, model.shape(n), model.get(n).dtype) for n in names]
-    with atomic_output_dir(output, force, [model.path, *also_read]) as tmp:
+    with atomic_output_dir(output, force, [model, *also_read]) as tmp:
         writer = ShardedWriter(tmp, plan)
         for name in tqdm(names, desc="permute", unit="tensor", disable=not progress):
             tensor = model.get_checked(name)

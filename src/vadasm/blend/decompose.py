@@ -76,7 +76,7 @@ def run_decompose(
     fingerprint = ckpt.fingerprint()
     manifest: dict = {"format": FORMAT, "source": str(ckpt.path.resolve()), "fingerprint": fingerprint,
                       "tool": f"vadasm {__version__}", "tensors": {}}
-    with atomic_output_dir(output, force, [ckpt.path]) as tmp:
+    with atomic_output_dir(output, force, [ckpt]) as tmp:
         for name in tqdm(chosen, desc="decompose", unit="tensor", disable=not progress):
             svd = svd_fp32(ckpt.get_checked(name).to(device))
             file = f"{sanitize(name)}.safetensors"

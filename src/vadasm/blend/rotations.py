@@ -132,7 +132,7 @@ def run_rotations(
         models=[str(c.path.resolve()) for c in chain[1:]], top_k=top_k, seed=seed, tensors=len(chosen), skipped=skipped,
         summary=_summary(rows), seconds=0.0, rows=rows,
     )
-    with atomic_output_dir(output, force, [c.path for c in chain]) as tmp:
+    with atomic_output_dir(output, force, chain) as tmp:
         _write_csv(rows, tmp / CSV_FILE)
         plot_curves(rows, labels, tmp / PLOT_FILE)
         report.seconds = round(time.perf_counter() - start, 3)

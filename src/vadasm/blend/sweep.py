@@ -165,7 +165,7 @@ def run_blend(before_ref: str, after_ref: str, output: str | Path, options: Blen
     sigma_summary: dict[str, dict] = {}
     reused = 0
     blended_set, interpolated_set = set(blended), set(interpolated)
-    read = [before.path, after.path, options.from_decomposition]
+    read = [before, after, options.from_decomposition]  # opened checkpoints are also checked for changes
     with atomic_output_dir(output, options.force, read) as tmp:
         writers = []
         for label in labels:

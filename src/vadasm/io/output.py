@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 # Files that mark a folder as written by vadasm (merge/graft/moe/transfer/align, blend, decompose, rotations).
 OUTPUT_MARKERS = ("vadasm_config.json", "blend_summary.json", "decomposition.json", "rotations.json")
 
-InputPaths = Iterable[str | Path | None]
+# What a run reads: folders, or opened checkpoints (then also checked for changes before the rename).
+InputPaths = Iterable["str | Path | Checkpoint | None"]
 
 _held_locks: dict[Path, tuple[int, list[Path]]] = {}  # output -> (lock fd, parent folders this run made)
 _writing: set[Path] = set()  # outputs with an atomic_output_dir open in this process
@@ -82,6 +83,7 @@ def _claim(out: Path, force: bool, inputs: InputPaths) -> None:
 def refuse_overlap(out: Path, inputs: InputPaths) -> None:
     """Refuse an output equal to, holding, or inside any input (both paths with symlinks resolved)."""
     for ref in inputs:
+        ref = getattr(ref, "path", ref)  # a Checkpoint stands for its folder
         if ref is None:
             continue
         given = Path(ref).expanduser()
@@ -101,8 +103,11 @@ def refuse_overlap(out: Path, inputs: InputPaths) -> None:
 
 @contextmanager
 def atomic_output_dir(out: str | Path, force: bool = False, inputs: InputPaths = ()) -> Iterator[Path]:
-    """Yield a temporary folder; on success it becomes `out`, on any failure it disappears."""
-    out = _resolved(out)
+    """Yield a temporary folder; on success it becomes `out`, on any failure it disappears.
+
+    Opened checkpoints among `inputs` are checked for changes just before the rename (an input
+    rewritten or replaced during the run is refused, nothing written)."""
+    out, inputs = _resolved(out), list(inputs)
     if out in _writing:
         raise RuntimeError(f"{out} is already being written by this process")
     _claim(out, force, inputs)
@@ -112,6 +117,7 @@ def atomic_output_dir(out: str | Path, force: bool = False, inputs: InputPaths =
         try:
             tmp.mkdir()
             yield tmp
+            InputWatch(ref for ref in inputs if hasattr(ref, "verify_unchanged")).refuse_changed("run")
             _rename_into_place(tmp, out, force)
         except OSError as err:
             raise VadasmError(_describe_os_error(err, tmp, out)) from None

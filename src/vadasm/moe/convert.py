@@ -195,7 +195,7 @@ def _write(output, recipient: Checkpoint, produce: Callable[[str], torch.Tensor 
     """Stream the recipient's tensor list through `produce` (None = keep), then provenance."""
     names = sorted(recipient.keys(), key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)])
     plan = [PlannedTensor(n, recipient.shape(n), recipient.get(n).dtype) for n in names]
-    with atomic_output_dir(output, force, [c.path for c in inputs]) as tmp:
+    with atomic_output_dir(output, force, inputs) as tmp:
         writer = ShardedWriter(tmp, plan)
         for item in tqdm(plan, desc=result.direction, unit="tensor", disable=not progress):
             new = produce(item.name)

@@ -210,7 +210,7 @@ def _write_pair(recipient: Checkpoint, output: Path, control: Path, delta, opts:
     squared = {"delta": 0.0, "control": 0.0}
     names = sorted(recipient.keys(), key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)])
     plan = [PlannedTensor(n, recipient.shape(n), recipient.get(n).dtype) for n in names]
-    read = [c.path for c in inputs]
+    read = list(inputs)  # opened checkpoints: also checked for changes before the rename
     with (atomic_output_dir(output, opts.force, read) as out_tmp,
           atomic_output_dir(control, opts.force, read) as ctl_tmp):
         writers = ShardedWriter(out_tmp, plan), ShardedWriter(ctl_tmp, plan)
