@@ -213,9 +213,9 @@ def test_an_opened_input_changed_during_the_run_is_refused_before_the_rename(tmp
 
     source = Checkpoint.open(write_tiny_llama(tmp_path / "in"))
     out = tmp_path / "out"
-    with pytest.raises(VadasmError, match="changed while being read.*; nothing written"):
-        with atomic_output_dir(out, inputs=[source]) as tmp:
-            (tmp / "x").write_text("partial")
-            weights = source.path / "model.safetensors"
-            weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x80\x7f")  # another program writes
+    refused = pytest.raises(VadasmError, match="changed while being read.*; nothing written")
+    with refused, atomic_output_dir(out, inputs=[source]) as tmp:
+        (tmp / "x").write_text("partial")
+        weights = source.path / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x80\x7f")  # another program writes
     assert not out.exists() and hidden(tmp_path) == []
