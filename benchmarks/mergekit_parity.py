@@ -10,7 +10,9 @@ DARE's and DELLA's random masks come from different generators in the two tools,
 compared at density 1 (no dropping), where both reduce to the deterministic part of the
 computation, and, with dropping on, by the statistics of what one pruned fine-tune keeps
 (cases with "stats": fraction of entries changed from the base, mean |change| of those).
-`--methods a,b` runs only those cases.
+`--methods a,b` runs only those cases. `--recipes DIR` (mergekit's documented recipes, e.g.
+tests/fixtures/mergekit_recipes) and `--features` (slices, tokenizer, chat template, LoRA) run whole
+recipes through both tools instead: see benchmarks/mergekit_recipes_parity.py.
 """
 
 from __future__ import annotations
@@ -97,7 +99,18 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--methods", help="comma-separated cases of RECIPES to run (default: all)")
+    parser.add_argument("--recipes", metavar="DIR", help="instead: run every recipe of DIR (e.g. "
+                        "tests/fixtures/mergekit_recipes) through both tools (benchmarks/mergekit_recipes_parity.py)")
+    parser.add_argument("--features", action="store_true", help="instead: slices, tokenizer, chat template and "
+                        "LoRA cases (benchmarks/mergekit_recipes_parity.py); with --recipes, both")
     args = parser.parse_args()
+    if args.recipes or args.features:
+        from mergekit_recipes_parity import report, run_features, run_recipes
+
+        work, tools = Path(tempfile.mkdtemp(prefix="vadasm-parity-")), Path(args.mergekit).parent
+        report((run_recipes(Path(args.recipes), tools, work) if args.recipes else [])
+               + (run_features(tools, work) if args.features else []))
+        return
     cases = args.methods.split(",") if args.methods else list(RECIPES)
     unknown = set(cases) - set(RECIPES)
     if unknown:
