@@ -183,3 +183,33 @@ def test_yaml_limits_hold_over_all_documents():
         load_yaml_text(document + "---\n" + document, all_documents=True)
     with pytest.raises(RecipeYamlError, match="key 'a' appears twice"):
         load_yaml_text("a: 1\n---\na: 1\na: 2\n", all_documents=True)
+
+
+def test_a_stage_name_with_a_lora_adapter(tmp_path, models):
+    """`NAME+LORA`: the adapter is folded into the stage's output, as into any model folder."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(7)
+    adapter = tmp_path / "adapter"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(models["base"]), LoraConfig(
+        r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights=False)).save_pretrained(adapter)
+    first = f"name: first\nmerge_method: linear\nmodels: [{{model: {models['ft1']}}}, {{model: {models['ft2']}}}]\n"
+    final = (f"merge_method: task_arithmetic\nbase_model: {models['base']}\n"
+             f"models: [{{model: first+{adapter}, parameters: {{weight: 0.5}}}}]\n")
+    recipe = tmp_path / "staged.yaml"
+    recipe.write_text(first + "---\n" + final)
+    outcome = run_cli(["merge", str(recipe), str(tmp_path / "merged"), "--quiet"])
+    assert outcome.code == 0, outcome.stderr
+    stage = run_merge(recipe_from_dict({"merge_method": "linear", "models": [
+        {"model": str(models["ft1"])}, {"model": str(models["ft2"])}]}), tmp_path / "first", QUIET).output
+    want = run_merge(recipe_from_dict({"merge_method": "task_arithmetic", "base_model": str(models["base"]),
+                                       "models": [{"model": f"{stage}+{adapter}", "parameters": {"weight": 0.5}}]}),
+                     tmp_path / "by_hand", QUIET).output
+    assert_same(load_file(tmp_path / "merged" / "model.safetensors"), load_file(f"{want}/model.safetensors"))
+    plain = run_merge(recipe_from_dict({"merge_method": "task_arithmetic", "base_model": str(models["base"]),
+                                        "models": [{"model": stage, "parameters": {"weight": 0.5}}]}),
+                      tmp_path / "no_lora", QUIET).output
+    q_proj = "model.layers.0.self_attn.q_proj.weight"
+    without, with_lora = (load_file(f"{folder}/model.safetensors")[q_proj] for folder in (plain, want))
+    assert not torch.equal(without, with_lora)  # the adapter did change the stage's tensors
