@@ -8,12 +8,13 @@ tokenizer, chat-template and LoRA cases (first compared by hand in an earlier se
 Inputs are fp32 and every recipe's `dtype` is set to float32 in both tools (mergekit computes in the
 recipe's dtype, vadasm always in fp32, so fp16 recipes would differ by fp16 rounding alone).
 Vocabulary matrices (embed_tokens, lm_head) are compared row by token when both outputs have a
-tokenizer with the same token set. Random parts are compared by statistics: DARE/DELLA merges by the
-fraction of entries changed from the base and their mean |change|; `gate_mode: random` routers by
-their standard deviation. Prompt-based routers (`hidden`, `cheap_embed`) are reported apart, by row
-cosine and max |diff|: mergekit-moe runs the prompts through the base in bfloat16, vadasm in fp32.
-mergekit-moe writes Mixtral experts fused (transformers 5's layout), vadasm per expert (the layout
-transformers converts on load); the per-expert tensors are fused before comparing.
+tokenizer with the same token set (a union may number its tokens differently: "same token ids" says).
+Random parts are compared by statistics: DARE/DELLA merges by the fraction of entries changed from
+the base and their mean |change|; `gate_mode: random` routers by their standard deviation.
+Prompt-based routers (`hidden`, `cheap_embed`) are reported apart, by row cosine and max |diff|:
+mergekit-moe runs the prompts through the base in bfloat16, vadasm in fp32. mergekit-moe writes
+Mixtral experts fused (transformers 5's layout), vadasm per expert (the layout transformers converts
+on load); the per-expert tensors are fused before comparing.
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ def run_case(case: str, recipe: Path, kind: str, mergekit_bin: Path, out: Path) 
                      "-I", str(theirs_stages)])
     else:
         commands = ([*vadasm, "merge", str(recipe), str(ours), "--quiet"],
-                    [str(mergekit_bin / "mergekit-yaml"), str(recipe), str(theirs)])
+                    [str(mergekit_bin / "mergekit-yaml"), str(recipe), str(theirs),
+                     "--lora-merge-cache", str(out / "mergekit-lora-cache")])
     row = {"case": case}
     for tool, command in zip(("vadasm", "mergekit"), commands):
         done = subprocess.run(command, capture_output=True, text=True)
@@ -170,7 +172,10 @@ def compare(name: str, ours: Path, theirs: Path, document: dict) -> dict:
         result["names differ"] = sorted(set(a) ^ set(b))[:4]
         return result
     vocab_a, vocab_b = _vocab(ours), _vocab(theirs)
-    result["same vocabulary"] = vocab_a == vocab_b if vocab_a is not None and vocab_b is not None else None
+    same_tokens = vocab_a is not None and vocab_b is not None and vocab_a.keys() == vocab_b.keys()
+    if vocab_a is not None and vocab_b is not None:
+        result["same tokens"] = same_tokens
+        result["same token ids"] = vocab_a == vocab_b
     config_a, config_b = (json.loads((p / "config.json").read_text()) for p in (ours, theirs))
     result["same layer count"] = config_a.get("num_hidden_layers") == config_b.get("num_hidden_layers")
     random_gates = document.get("gate_mode") == "random"
@@ -192,9 +197,11 @@ def compare(name: str, ours: Path, theirs: Path, document: dict) -> dict:
                 min(cosine, result.get("router rows: min cosine, max |diff|", (1.0, 0.0))[0]),
                 max(float((x - y).abs().max()), result.get("router rows: min cosine, max |diff|", (1.0, 0.0))[1]))
             continue
-        if vocab_a and vocab_a == vocab_b and ("embed_tokens" in key or "lm_head" in key) and x.shape == y.shape:
-            tokens = sorted(vocab_a)
-            x, y = x[[vocab_a[t] for t in tokens]], y[[vocab_b[t] for t in tokens]]
+        if same_tokens and ("embed_tokens" in key or "lm_head" in key) and x.shape == y.shape:
+            tokens = sorted(vocab_a)  # rows by token (union ids may be numbered differently), then padding rows
+            rows_a = [vocab_a[t] for t in tokens] + list(range(len(tokens), x.shape[0]))
+            rows_b = [vocab_b[t] for t in tokens] + list(range(len(tokens), y.shape[0]))
+            x, y = x[rows_a], y[rows_b]
         if x.shape != y.shape:
             result.setdefault("shapes differ", []).append(key)
             continue
@@ -220,7 +227,7 @@ def report(rows: list[dict]) -> None:
         for part in row["parts"]:
             details = {k: v for k, v in part.items() if k not in ("name", "tensors")}
             ok &= part.get("max |diff|", 0.0) <= 1e-4 and not any(k in part for k in ("names differ", "shapes differ"))
-            ok &= part.get("same vocabulary") is not False and part.get("same layer count", True)
+            ok &= part.get("same tokens") is not False and part.get("same layer count", True)
             print(f"| {part['name']} | {part['tensors']} tensors | {_fmt(details)} |")
         equal += ok
     print(f"\n{len(rows)} cases: {equal} equal within 1e-4 (random parts by statistics, read them above), "
