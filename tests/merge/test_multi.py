@@ -172,6 +172,19 @@ def test_an_existing_intermediate_output_is_refused_before_any_merge(tmp_path, m
     assert sorted(p.name for p in kept.iterdir()) == ["second-merge"]  # first-merge was not run
 
 
+@pytest.mark.parametrize("where", ["same", "holds", "stage"])
+def test_an_output_overlapping_the_intermediate_dir_is_refused(tmp_path, models, where):
+    recipe = tmp_path / "staged.yaml"
+    recipe.write_text(staged(models))
+    out, kept = {"same": (tmp_path / "x", tmp_path / "x"), "holds": (tmp_path / "x", tmp_path / "x" / "stages"),
+                 "stage": (tmp_path / "x" / "first-merge", tmp_path / "x")}[where]
+    outcome = run_case(Case(["merge", str(recipe), str(out), "--intermediate-dir", str(kept)], inputs=[recipe],
+                            output=out))
+    assert outcome.problems == [] and outcome.code == 2
+    assert "is, holds or is a stage of --intermediate-dir" in outcome.stderr
+    assert not kept.exists()
+
+
 def test_yaml_limits_hold_over_all_documents():
     assert load_yaml_text("a: 1\n---\nb: 2\n---\n", all_documents=True) == [{"a": 1}, {"b": 2}, None]
     with pytest.raises(RecipeYamlError, match=f"more than {MAX_DOCUMENTS} documents"):

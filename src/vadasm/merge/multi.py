@@ -132,6 +132,9 @@ def run_multi_merge(stages: list[Stage], output: str | Path, options: MergeOptio
     needed = _needed_by(final, {s.name: s for s in stages if s.name})
     todo = [s for s in stages[:-1] if keep or s.name in needed]
     skipped = [s.name for s in stages[:-1] if s not in todo]
+    if keep and _overlaps(output, root, [str(s.name) for s in todo]):
+        raise VadasmError(f"{output}: the output folder is, holds or is a stage of --intermediate-dir {root}; "
+                          "choose another (nothing written)")
     recipes = {id(s): _with_paths(s, root) for s in todo + [final]}
     outputs = {id(s): root / str(s.name) for s in todo}
     outputs[id(final)] = output
@@ -149,6 +152,12 @@ def run_multi_merge(stages: list[Stage], output: str | Path, options: MergeOptio
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
     return MultiResult(str(output), results, skipped)
+
+
+def _overlaps(output: Path, root: Path, names: list[str]) -> bool:
+    """Would the final output be written where an intermediate merge lives (or over their folder)?"""
+    out, stages = output.resolve(), root.resolve()
+    return out == stages or out in stages.parents or any(out == stages / name for name in names)
 
 
 def _model_part(ref: str) -> str:
