@@ -167,3 +167,19 @@ def test_align_and_lora_references_are_refused_before_anything_is_written(pair, 
     with pytest.raises(VadasmError, match=r"/adapter: 'regmean' .* cannot yet run a MODEL\+LORA reference"):
         run_merge(recipe, tmp_path / "out", QUIET)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_second_merge_of_the_same_models_reuses_their_grams(pair, tmp_path, monkeypatch):
+    import vadasm.graft.grams as grams_module
+
+    a, b, data_a, data_b = pair
+    runs = []
+    measure = grams_module.linear_input_grams
+    monkeypatch.setattr(grams_module, "linear_input_grams", lambda *args, **kw: runs.append(args[0]) or measure(
+        *args, **kw))
+    for alpha in (0.9, 0.5):
+        run_merge(recipe_from_dict(regmean_recipe([(a, data_a, {}), (b, data_b, {})], alpha=alpha)),
+                  tmp_path / f"out{alpha}", QUIET)
+    assert runs == [str(a), str(b)]
+    first, second = (load_file(tmp_path / f"out{alpha}" / "model.safetensors")[LINEAR] for alpha in (0.9, 0.5))
+    assert not torch.allclose(first, second, atol=1e-5)  # alpha still changes the solve

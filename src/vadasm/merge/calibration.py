@@ -5,10 +5,12 @@ recipe's or a slice's `parameters` is the default for every model, as for `weigh
 tensor is merged, each input model is loaded whole once and run on its own items (a JSONL file of
 `{"text"[, "answer"]}` records or a built-in task's train split, read by vadasm.graft.grams as the
 graft reads them), recording the Gram matrix (mean x x^T) of the inputs of every linear layer in its
-decoder layers. Then each merged tensor is handed the Grams of its sources' own tensors.
+decoder layers (kept for the last two (model, data) pairs, so a tuning run does not recompute
+them). Then each merged tensor is handed the Grams of its sources' own tensors.
 
 Memory: one [in, in] fp32 Gram per decoder linear layer per input model, all kept until the merge
-ends (SmolLM2-135M: about 0.5 GB per model), plus one model loaded at a time for the forward passes.
+ends (SmolLM2-135M: about 0.5 GB per model), plus one model loaded at a time for the forward passes;
+the last two (model, data) pairs' Grams stay cached in the process afterwards.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def prepare_grams(recipe: Any, method: MergeMethod, slices: list[LayerSlice], ch
     """Run each input model on its calibration items and keep its Grams; None if `method` needs no data."""
     if not method.needs_data:
         return None
-    from vadasm.graft.grams import linear_input_grams  # vadasm.graft imports vadasm.merge.run
+    from vadasm.graft.grams import cached_grams  # vadasm.graft imports vadasm.merge.run
 
     if align:
         raise VadasmError(f"--align cannot be combined with '{method.name}': its Grams are measured on the "
@@ -124,7 +126,10 @@ def prepare_grams(recipe: Any, method: MergeMethod, slices: list[LayerSlice], ch
         if not any((checkpoint.path / name).is_file() for name in TOKENIZER_FILES):
             raise VadasmError(f"{checkpoint.path}: no tokenizer files; '{method.name}' runs each model on its "
                               "calibration text")
-        grams[model] = linear_input_grams(checkpoint.path, items[source], device=device, progress=progress)
+        # Remembered for the last two (model, data) pairs, as in the graft: a tuning run merges the same
+        # models many times with other weights or alpha.
+        grams[model] = cached_grams(str(checkpoint.path), checkpoint.fingerprint(), source, samples, recipe.seed,
+                                    device, progress)
         notes.append(f"regmean: {model}: Grams of {len(grams[model])} linear layer(s) from "
                      f"{len(items[source])} item(s) of {source}")
     return ModelGrams(grams, notes)
