@@ -49,6 +49,7 @@ def _register_subcommands() -> None:
         graft_cmd,
         inspect_cmd,
         merge_cmd,
+        methods_cmd,
         moe_cmd,
         push_cmd,
         testbed_cmd,

@@ -12,6 +12,7 @@ from vadasm.errors import VadasmError
 from vadasm.io import DEFAULT_SHARD_SIZE
 from vadasm.merge import MergeOptions, recipe_from_dict, run_merge
 from vadasm.merge.multi import plan_stages, read_recipe_documents, run_multi_merge
+from vadasm.methods import method_names
 
 
 @app.command("merge")
@@ -20,7 +21,8 @@ def merge(
         metavar="[RECIPE.yaml] OUTPUT_DIR",
         help="mergekit-yaml order: recipe then output folder; or only the output folder with --method/--model.")],
     method: Annotated[str | None, typer.Option(
-        help="linear, task_arithmetic, ties, dare_linear, dare_ties or slerp (overrides the recipe).")] = None,
+        help=f"One of: {', '.join(method_names())} (overrides the recipe; `vadasm methods` lists their "
+             "parameters).")] = None,
     base: Annotated[str | None, typer.Option(
         help="Base model (folder or Hub id) for task-vector methods and slerp.")] = None,
     model: Annotated[list[str] | None, typer.Option(help="An input model; repeat for each.")] = None,
@@ -56,7 +58,7 @@ def merge(
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Merge models of one architecture (linear, task arithmetic, TIES, DARE, SLERP) without training.
+    """Merge models of one architecture with any of mergekit's methods, or RegMean, without training.
 
     Reads and writes one tensor at a time, computes in fp32, writes sharded safetensors into a
     temporary folder that becomes OUTPUT_DIR only on success, and records the recipe and input

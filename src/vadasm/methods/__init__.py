@@ -6,7 +6,7 @@ from vadasm.methods.model_stock import model_stock
 from vadasm.methods.nearswap import nearswap
 from vadasm.methods.passthrough import passthrough
 from vadasm.methods.ram import ram_merge, ramplus_tl_merge
-from vadasm.methods.registry import METHODS, MergeMethod, get_method
+from vadasm.methods.registry import METHODS, MergeMethod, get_method, method_names
 from vadasm.methods.regmean import regmean, regmean_or_average
 from vadasm.methods.sce import sce_merge
 from vadasm.methods.slerp import slerp
@@ -22,7 +22,7 @@ from vadasm.methods.task_arithmetic import (
 __all__ = [
     "arcee_fusion", "karcher_mean", "multislerp", "nearswap", "nuslerp", "nuslerp_merge", "ram_merge",
     "ramplus_tl_merge",
-    "METHODS", "MergeMethod", "get_method", "linear_merge", "slerp", "magnitude_prune", "random_prune",
+    "METHODS", "MergeMethod", "get_method", "method_names", "linear_merge", "slerp", "magnitude_prune", "random_prune",
     "dare_merge", "generalized_task_arithmetic", "sign_consensus_mask", "ties_merge",
     "model_stock", "sce_merge", "passthrough", "regmean", "regmean_or_average",
 ]
