@@ -153,7 +153,15 @@ def perplexity(args, model_dir: Path, donor_dir: Path) -> dict:
             "gemma3-270m, own tokenizer (reference)": (model_dir, model_dir)}
     for name in [f"vadasm_{m}" for m in args.methods] + ([] if args.no_mergekit else ["mk_omp"]):
         arms[name] = (work / name, donor_dir)
-    return {name: _perplexity(folder, tok, texts) for name, (folder, tok) in arms.items()}
+    scores = {name: _perplexity(folder, tok, texts) for name, (folder, tok) in arms.items()}
+    if not args.no_mergekit:  # how far each vadasm output is from mergekit's, row by row
+        theirs = _embed(work / "mk_omp")
+        for name in [f"vadasm_{m}" for m in args.methods]:
+            ours = _embed(work / name)
+            rel = (ours - theirs).norm(dim=1) / theirs.norm(dim=1).clamp_min(1e-12)
+            scores[name]["rows_equal_to_mergekit"] = int((ours == theirs).all(1).sum())
+            scores[name]["rows_within_1e-3_of_mergekit"] = int((rel < 1e-3).sum())
+    return scores
 
 
 def main() -> None:
