@@ -176,6 +176,9 @@ def compare(name: str, ours: Path, theirs: Path, document: dict) -> dict:
     if vocab_a is not None and vocab_b is not None:
         result["same tokens"] = same_tokens
         result["same token ids"] = vocab_a == vocab_b
+    chat_a, chat_b = _rendered_chat(ours), _rendered_chat(theirs)
+    if chat_a is not None or chat_b is not None:
+        result["same chat template"] = chat_a == chat_b
     config_a, config_b = (json.loads((p / "config.json").read_text()) for p in (ours, theirs))
     result["same layer count"] = config_a.get("num_hidden_layers") == config_b.get("num_hidden_layers")
     random_gates = document.get("gate_mode") == "random"
@@ -228,9 +231,11 @@ def report(rows: list[dict]) -> None:
             details = {k: v for k, v in part.items() if k not in ("name", "tensors")}
             ok &= part.get("max |diff|", 0.0) <= 1e-4 and not any(k in part for k in ("names differ", "shapes differ"))
             ok &= part.get("same tokens") is not False and part.get("same layer count", True)
+            ok &= part.get("same chat template") is not False
             print(f"| {part['name']} | {part['tensors']} tensors | {_fmt(details)} |")
         equal += ok
-    print(f"\n{len(rows)} cases: {equal} equal within 1e-4 (random parts by statistics, read them above), "
+    print(f"\n{len(rows)} cases: {equal} equal within 1e-4 (random parts and prompt-based routers apart: read "
+          "their statistics above), "
           f"{len(rows) - equal - refused} differ, {refused} refused by a tool")
 
 
@@ -280,6 +285,24 @@ def _vocab(folder: Path) -> dict[str, int] | None:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder).get_vocab()
+
+
+def _rendered_chat(folder: Path) -> str | None:
+    """A short conversation rendered by the folder's chat template (the templates' texts may differ in
+    whitespace that transformers' Jinja settings trim); None without a template."""
+    from transformers import AutoTokenizer
+
+    if not (folder / "tokenizer.json").exists():
+        return None
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if not tokenizer.chat_template:
+        return None
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "w1 w2"},
+            {"role": "assistant", "content": "w3"}, {"role": "user", "content": "w4"}]
+    try:
+        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    except Exception as err:  # a template may refuse a system turn; the refusal is what is compared then
+        return f"refused: {err}"
 
 
 def _fresh(folder: Path) -> Path:
