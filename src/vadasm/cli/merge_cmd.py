@@ -88,7 +88,8 @@ def merge(
                               f"{len(documents)} documents; write the values into its documents")
         staged = run_multi_merge(plan_stages(documents, source=paths[0]), paths[1], options, intermediate_dir)
         lines = [f"merged {s['name'] or 'final merge'} ({s['result']['merge_method']}, "
-                 f"{s['result']['merged']}/{s['result']['tensors']} tensors) -> {s['output']}" for s in staged.stages]
+                 f"{s['result']['merged']}/{s['result']['tensors']} tensors) -> {s['output'] or '(temporary)'}"
+                 for s in staged.stages]
         lines += [f"  skipped '{name}': the final merge does not use it (keep it with --intermediate-dir)"
                   for name in staged.skipped]
         emit(staged.to_dict(), as_json, lines, quiet)

@@ -58,7 +58,7 @@ class Stage:
 @dataclass
 class MultiResult:
     output: str
-    stages: list[dict]  # per merge run: name, output, and its MergeResult
+    stages: list[dict]  # per merge run: name, output (None: a temporary folder, removed), its MergeResult
     skipped: list[str] = field(default_factory=list)  # named documents the final merge does not use
 
     def to_dict(self) -> dict:
@@ -146,8 +146,9 @@ def run_multi_merge(stages: list[Stage], output: str | Path, options: MergeOptio
         for stage in todo + [final]:
             root.mkdir(parents=True, exist_ok=True)
             result: MergeResult = run_merge(recipes[id(stage)], outputs[id(stage)], options)
-            results.append({"name": stage.name, "document": stage.document, "output": str(outputs[id(stage)]),
-                            "result": result.to_dict()})
+            kept = keep or stage is final  # else in the temporary folder, removed below
+            results.append({"name": stage.name, "document": stage.document,
+                            "output": str(outputs[id(stage)]) if kept else None, "result": result.to_dict()})
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
