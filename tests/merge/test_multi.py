@@ -76,6 +76,16 @@ def test_stages_run_in_dependency_order_and_only_the_final_output_remains(tmp_pa
     assert sorted(p.name for p in out.parent.iterdir()) == ["merged"]  # intermediate folder removed
 
 
+def test_stage_folders_of_killed_runs_are_removed(tmp_path, models):
+    recipe = tmp_path / "staged.yaml"
+    recipe.write_text(staged(models))
+    dead = tmp_path / f".merged.vadasm-stages-{2**22 + 12345}"  # above Linux's pid_max: no such process
+    (dead / "first-merge").mkdir(parents=True)
+    outcome = run_cli(["merge", str(recipe), str(tmp_path / "merged"), "--quiet"])
+    assert outcome.code == 0, outcome.stderr
+    assert not dead.exists()
+
+
 def test_intermediate_dir_keeps_each_named_merge(tmp_path, models):
     recipe = tmp_path / "staged.yaml"
     recipe.write_text(staged(models))

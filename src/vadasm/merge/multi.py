@@ -141,6 +141,7 @@ def run_multi_merge(stages: list[Stage], output: str | Path, options: MergeOptio
     for stage in (todo if keep else []) + [final]:  # before any work: outputs free, no input overwritten
         inputs = [p for ref in recipes[id(stage)].referenced_models() for p in split_reference(ref) if p]
         check_output_free(outputs[id(stage)], options.force, inputs)
+    _remove_dead_stage_folders(output)
     results: list[dict] = []
     try:
         for stage in todo + [final]:
@@ -153,6 +154,25 @@ def run_multi_merge(stages: list[Stage], output: str | Path, options: MergeOptio
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
     return MultiResult(str(output), results, skipped)
+
+
+def _remove_dead_stage_folders(output: Path) -> None:
+    """Temporary stage folders beside `output` left by killed runs (their pid gone) are removed."""
+    pattern = re.compile(rf"\.{re.escape(output.name)}\.vadasm-stages-(\d+)")
+    for entry in output.parent.iterdir() if output.parent.is_dir() else []:
+        found = pattern.fullmatch(entry.name)
+        if found and entry.is_dir() and not entry.is_symlink() and not _alive(int(found[1])):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _overlaps(output: Path, root: Path, names: list[str]) -> bool:
