@@ -79,6 +79,15 @@ def test_omp_needs_k_shared_tokens_and_nothing_is_written(untied_pair, tmp_path)
     assert not (tmp_path / "out").exists()
 
 
+def test_vision_language_models_are_refused(untied_pair, tmp_path):
+    from pico_models import make_llava_donor
+
+    llava = make_llava_donor(tmp_path / "llava")
+    with pytest.raises(VadasmError, match="token surgery takes text-only models"):
+        token_surgery(llava, untied_pair[1], tmp_path / "out", SurgeryOptions(**QUIET))
+    assert not (tmp_path / "out").exists()
+
+
 def _cli(*args):
     from vadasm.cli import _register_subcommands, app
 
