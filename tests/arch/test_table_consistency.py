@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from pico_models import TEXT_CONFIGS, make_text_model
-from vadasm.align import permute_tensor, unit_groups
+from vadasm.align import random_alignment, unit_groups
 from vadasm.arch import architecture_for, load_spec, supported_model_types
 from vadasm.io import Checkpoint
 
@@ -125,19 +125,11 @@ def test_permuting_the_units_the_table_describes_keeps_the_function(tmp_path, mo
     """A tensor the table forgets (a per-head norm, an attention gate) would stay put and change the logits."""
     original = make_text_model(tmp_path / "orig", model_type)
     ck = Checkpoint.open(original)
-    groups, _ = unit_groups(architecture_for(ck.config, ck.keys()), ck)
-    assert groups
-    gen = torch.Generator().manual_seed(0)
-    tensors = load_file(original / "model.safetensors")
-    for group in groups:
-        if group.kind == "mlp":
-            perms = {"neuron": torch.randperm(group.sizes["neuron"], generator=gen)}
-        else:
-            per = group.sizes["q"] // group.sizes["kv"]
-            kv = torch.randperm(group.sizes["kv"], generator=gen)
-            perms = {"kv": kv, "q": torch.cat([int(b) * per + torch.randperm(per, generator=gen) for b in kv])}
-        for name in {slot.name for slot in group.slots}:
-            tensors[name] = permute_tensor(tensors[name], group, perms, name).contiguous()
+    arch = architecture_for(ck.config, ck.keys())
+    assert unit_groups(arch, ck)[0]
+    shuffle = random_alignment(ck, arch, seed=0)  # every group the table describes, in a random order
+    tensors = {name: shuffle.apply(name, tensor).contiguous()
+               for name, tensor in load_file(original / "model.safetensors").items()}
     permuted = tmp_path / "perm"
     permuted.mkdir()
     save_file(tensors, permuted / "model.safetensors", metadata={"format": "pt"})
