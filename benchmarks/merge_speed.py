@@ -45,6 +45,7 @@ METHODS: dict[str, dict] = {
     "model_stock": {"parameters": {}, "model_params": [{}, {}]},
     "della": {"parameters": {}, "model_params": [{"weight": 0.5, "density": 0.5, "epsilon": 0.1},
                                                  {"weight": 0.5, "density": 0.5, "epsilon": 0.1}]},
+    "passthrough": {"parameters": {}, "model_params": []},  # a frankenmerge: see write_recipe
 }
 GIB = 2**30
 TIME = "/usr/bin/time"  # GNU time: the child's peak RSS, free of this process's memory
@@ -90,14 +91,20 @@ def write_recipe(path: Path, method: str, base: Path, models: list[Path], dtype:
     spec = METHODS[method]
     raw = {"merge_method": method, "dtype": dtype, "out_dtype": "bfloat16", "parameters": spec["parameters"],
            "models": [{"model": str(m), "parameters": p} for m, p in zip(models, spec["model_params"])]}
-    if method != "linear":
+    if method == "passthrough":  # layer stacking: all of one fine-tune's layers, then the top half of the other's
+        layers = json.loads((models[0] / "config.json").read_text())["num_hidden_layers"]
+        raw.pop("models")
+        raw["slices"] = [{"sources": [{"model": str(models[0]), "layer_range": [0, layers]}]},
+                         {"sources": [{"model": str(models[1]), "layer_range": [layers // 2, layers]}]}]
+    elif method != "linear":
         raw["base_model"] = str(base)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
 
 def compare(ours: Path, theirs: Path, base: Path) -> dict:
-    """Max |ours - theirs|, fraction of differing entries, and per-tool change statistics."""
+    """Max |ours - theirs|, fraction of differing entries, and per-tool change statistics (against the
+    base; a layer the base lacks, as in a frankenmerge, counts against zero)."""
     a, b, ref = Checkpoint.open(ours), Checkpoint.open(theirs), Checkpoint.open(base)
     if set(a.keys()) != set(b.keys()):
         missing = sorted(set(a.keys()) ^ set(b.keys()))
@@ -105,7 +112,8 @@ def compare(ours: Path, theirs: Path, base: Path) -> dict:
     worst, differing, total = 0.0, 0, 0
     changed, moved = [0, 0], [0.0, 0.0]
     for name in a.keys():
-        x, y, z = a.get(name).float(), b.get(name).float(), ref.get(name).float()
+        x, y = a.get(name).float(), b.get(name).float()
+        z = ref.get(name).float() if name in ref else torch.zeros_like(x)  # stacked layers: no base tensor
         diff = (x - y).abs()
         worst = max(worst, diff.max().item())
         differing += int((diff > 0).sum())
