@@ -5,12 +5,11 @@ and pure functions on plain tensors `ties_merge`, `dare_merge`, `hungarian_neuro
 `svd_subspace_reduction`.
 """
 
-__version__ = "0.1.0"
-
-from vadasm.align.hungarian import hungarian_neuron_alignment  # noqa: E402
-from vadasm.graft import VADASMMerger, svd_subspace_reduction  # noqa: E402
-from vadasm.merge import MergeConfig, ModelConfig  # noqa: E402
-from vadasm.methods import dare_merge, ties_merge  # noqa: E402
+from vadasm.align.hungarian import hungarian_neuron_alignment
+from vadasm.graft import VADASMMerger, svd_subspace_reduction
+from vadasm.merge import MergeConfig, ModelConfig
+from vadasm.methods import dare_merge, ties_merge
+from vadasm.version import __version__
 
 __all__ = [
     "__version__", "VADASMMerger", "MergeConfig", "ModelConfig", "ties_merge", "dare_merge",

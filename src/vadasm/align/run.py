@@ -9,13 +9,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vadasm import __version__
 from vadasm.align.activations import activation_pairs, validation_token_ids
 from vadasm.align.layout import unit_groups
 from vadasm.align.model import SIMILARITIES, Alignment, AlignmentReport, compute_alignment
 from vadasm.arch import Architecture, architecture_for
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free
+from vadasm.version import __version__
 
 
 def align_checkpoints(reference: Checkpoint, models: list[Checkpoint], arch: Architecture,

@@ -18,11 +18,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from vadasm import __version__
 from vadasm.blend.select import TensorRoles, TensorSelector
 from vadasm.blend.svd import Svd, svd_fp32
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, atomic_output_dir
+from vadasm.version import __version__
 
 MANIFEST = "decomposition.json"
 FORMAT = "vadasm-svd-v1"

@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vadasm import __version__
 from vadasm.blend import rotation_math
 from vadasm.blend.decompose import is_float_matrix
 from vadasm.blend.rotation_math import PairMeasure, measure_chain, null_step
@@ -27,6 +26,7 @@ from vadasm.blend.select import TensorRoles, TensorSelector
 from vadasm.blend.svd import svd_fp32
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, atomic_output_dir
+from vadasm.version import __version__
 
 CSV_FILE = "rotations.csv"
 JSON_FILE = "rotations.json"

@@ -28,7 +28,6 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from vadasm import __version__
 from vadasm.blend.decompose import DecompositionStore, is_float_matrix
 from vadasm.blend.select import EMBEDDINGS_NOT_SELECTED, TensorRoles, TensorSelector
 from vadasm.blend.svd import Svd, blend_weights, interpolate_weights, sigma_shift, singular_values_fp32, svd_fp32
@@ -41,6 +40,7 @@ from vadasm.io import (
     atomic_output_dir,
     parse_size,
 )
+from vadasm.version import __version__
 
 META_FILE = "svd_blend_meta.json"
 SIGMA_LOG = "sigma_logs.safetensors"

@@ -27,7 +27,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from vadasm import __version__
+        from vadasm.version import __version__
 
         typer.echo(f"vadasm {__version__}")
         raise typer.Exit()

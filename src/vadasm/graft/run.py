@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vadasm import __version__
 from vadasm.arch import Architecture, VisionLayout, architecture_for, load_spec
 from vadasm.errors import VadasmError
 from vadasm.graft.embedding_maps import (
@@ -57,6 +56,7 @@ from vadasm.io.hf_load import load_with_transformers
 from vadasm.merge.run import natural_key, tensor_seed
 from vadasm.methods import get_method
 from vadasm.methods.regmean import regmean
+from vadasm.version import __version__
 
 SUPPORTED_DONORS = ("llava", "llava_next")
 TEXT_METHODS = ("task_arithmetic", "ties", "dare_linear", "dare_ties", "regmean")

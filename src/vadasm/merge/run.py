@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vadasm import __version__
 from vadasm.align import Alignment, align_checkpoints
 from vadasm.arch import Architecture, architecture_for
 from vadasm.errors import VadasmError
@@ -58,6 +57,7 @@ from vadasm.merge.tokenizer import Vocabulary, vocabulary_rows
 from vadasm.methods import get_method
 from vadasm.methods.registry import ignored_settings
 from vadasm.methods.sparsify import magnitude_cuts
+from vadasm.version import __version__
 
 # Entries per input in one chunk of a row-wise merge (4 MiB in fp32). Small on purpose: glibc recycles
 # blocks this size without returning them to the kernel, while 32 MiB chunks were measured to spend

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vadasm import __version__
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free, parse_dtype
 from vadasm.moe.build_config import RANDOM_GATES, MoeBuildConfig, MoeExpert, check_moe_config, load_moe_config
@@ -30,6 +29,7 @@ from vadasm.moe.gates import (
     tokenize_prompts,
 )
 from vadasm.moe.outputs import PROJECTIONS, MoeOutput, output_config, select_output
+from vadasm.version import __version__
 
 EMBED = "model.embed_tokens.weight"
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vadasm import __version__
 from vadasm.arch import Architecture, architecture_for
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free
 from vadasm.moe.experts import AGGREGATIONS, INJECT_SCALES, aggregate_experts, injection_scale, top_k_experts
 from vadasm.moe.router import router_usage
+from vadasm.version import __version__
 
 EXPERT_ROLES = {"expert_gate": "mlp_gate", "expert_up": "mlp_up", "expert_down": "mlp_down"}
 SHARED_ROLES = {"shared_expert_gate": "mlp_gate", "shared_expert_up": "mlp_up", "shared_expert_down": "mlp_down"}

@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vadasm import __version__
 from vadasm.arch import Architecture, architecture_for
 from vadasm.errors import VadasmError
 from vadasm.graft.embedding_maps import embed_scale, fit_map, shared_anchors
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free
 from vadasm.transfer.mlp import MlpTransfer, MlpWeights, layer_pairs, matched_norm_random, mlp_transfer
+from vadasm.version import __version__
 
 MLP_ROLES = ("mlp_gate", "mlp_up", "mlp_down")
 CONTROL_SUFFIX = "-control-random"
