@@ -6,6 +6,12 @@ Everything else is a bug and keeps its traceback.
 """
 
 
+def one_line(text: str, limit: int = 300) -> str:
+    """`text` folded onto one line and cut to `limit` characters, however large the values it quotes."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class VadasmError(Exception):
     """A problem with the user's inputs or environment, reported as one clear line."""
 

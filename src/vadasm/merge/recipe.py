@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vadasm.errors import VadasmError
+from vadasm.errors import VadasmError, one_line
 from vadasm.merge.recipe_params import check_recipe, parameter_scopes
-from vadasm.merge.recipe_yaml import RecipeYamlError, load_yaml_file
+from vadasm.merge.recipe_yaml import read_yaml_mapping
 from vadasm.merge.tokenizer_config import TokenizerConfig
 from vadasm.methods import get_method
 
@@ -159,16 +159,7 @@ def read_recipe_yaml(path: str | Path) -> dict:
 
     Read by `recipe_yaml`: at most 1 MB, UTF-8, aliases and nesting bounded, duplicate keys refused.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise VadasmError(f"{path}: recipe file not found")
-    try:
-        raw = load_yaml_file(path)
-    except RecipeYamlError as err:
-        raise VadasmError(f"{path}: {err}") from None
-    if not isinstance(raw, dict):
-        raise VadasmError(f"{path}: a recipe is a YAML mapping with at least 'merge_method' and 'models'")
-    return raw
+    return read_yaml_mapping(path, "recipe", "at least 'merge_method' and 'models'")
 
 
 def load_recipe(path: str | Path) -> MergeConfig:
@@ -183,18 +174,17 @@ def recipe_from_dict(raw: dict, source: str = "recipe") -> MergeConfig:
     try:
         return MergeConfig.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        raise VadasmError(_capped(f"{source}: {where + ': ' if where else ''}{message}")) from None
+        raise VadasmError(validation_error_line(source, err)) from None
     except VadasmError as err:
-        raise VadasmError(_capped(f"{source}: {err}")) from None
+        raise VadasmError(one_line(f"{source}: {err}")) from None
 
 
-def _capped(line: str, limit: int = 300) -> str:
-    """One error line, however large the values or keys it quotes."""
-    line = " ".join(line.split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+def validation_error_line(source: str, err: ValidationError) -> str:
+    """pydantic's first complaint as one line: `SOURCE: key.path: message`."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    return one_line(f"{source}: {where + ': ' if where else ''}{message}")
 
 
 def resolve_setting(setting: Any, tensor_name: str, t: float) -> Any:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vadasm.errors import one_line
 from vadasm.io.writer import DTYPE_NAMES
 from vadasm.merge.recipe_yaml import short
 from vadasm.methods.registry import MergeMethod, Param
@@ -40,7 +41,7 @@ def check_leaf(param: Param, value: Any, where: str) -> Any:
     try:
         return param.check(value)
     except ValueError as err:
-        raise ValueError(f"{where}: {_cap(str(err))}") from None
+        raise ValueError(f"{where}: {one_line(str(err), 200)}") from None
 
 
 def check_setting(param: Param, setting: Any, where: str) -> Any:
@@ -80,10 +81,6 @@ def _check_condition(param: Param, condition: dict, where: str) -> dict:
     if isinstance(value, list) and not value:
         raise ValueError(f"{where}.value: empty list")
     return {**condition, "value": checked}
-
-
-def _cap(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def parameter_scopes(recipe: Any) -> Iterator[tuple[str, dict, bool]]:

@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from vadasm.errors import VadasmError, one_line
+
 MAX_BYTES = 1_000_000
 MAX_ALIASES = 64
 MAX_DEPTH = 64
@@ -85,23 +87,18 @@ def load_yaml_text(text: str, all_documents: bool = False) -> Any:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = err.problem or err.context or "malformed"
-        raise RecipeYamlError(f"not valid YAML at {where}{_one_line(problem)}") from None
+        raise RecipeYamlError(f"not valid YAML at {where}{one_line(problem, 120)}") from None
     except yaml.reader.ReaderError as err:
         raise RecipeYamlError(f"not valid YAML: character {short(chr(err.character))} at offset {err.position} "
                               "is not allowed") from None
     except yaml.YAMLError as err:
-        raise RecipeYamlError(f"not valid YAML: {_one_line(str(err))}") from None
+        raise RecipeYamlError(f"not valid YAML: {one_line(str(err), 120)}") from None
     except (ValueError, TypeError, OverflowError) as err:  # a constructor refusing a value: !!int x, 2024-13-45
         where = f"line {loader.current_line}: " if loader is not None and loader.current_line else ""
-        raise RecipeYamlError(f"{where}cannot read a value: {_one_line(str(err), 100)}") from None
+        raise RecipeYamlError(f"{where}cannot read a value: {one_line(str(err), 100)}") from None
     finally:
         if loader is not None:
             loader.dispose()
-
-
-def _one_line(text: str, limit: int = 120) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -213,3 +210,18 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
     return []
+
+
+def read_yaml_mapping(path: str | Path, what: str, expected: str) -> dict:
+    """One YAML file read within the limits above, as a mapping; every problem is one `VadasmError`
+    line naming the file (`what`: "recipe" ...; `expected`: what the mapping should hold)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VadasmError(f"{path}: {what} file not found")
+    try:
+        raw = load_yaml_file(path)
+    except RecipeYamlError as err:
+        raise VadasmError(one_line(f"{path}: {err}")) from None
+    if not isinstance(raw, dict):
+        raise VadasmError(f"{path}: a {what} is a YAML mapping with {expected}")
+    return raw

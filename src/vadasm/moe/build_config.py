@@ -14,8 +14,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vadasm.errors import VadasmError
-from vadasm.merge.recipe_yaml import RecipeYamlError, load_yaml_file
+from vadasm.errors import VadasmError, one_line
+from vadasm.merge.recipe import validation_error_line
+from vadasm.merge.recipe_yaml import read_yaml_mapping
 
 GateMode = Literal["hidden", "hidden_avg", "hidden_last", "cheap_embed", "random", "uniform_random", "router_input"]
 RANDOM_GATES = ("random", "uniform_random")
@@ -75,27 +76,12 @@ def check_moe_config(config: MoeBuildConfig, allow_all_same: bool = False) -> No
 
 def load_moe_config(path: str | Path, allow_all_same: bool = False) -> MoeBuildConfig:
     """Read and validate a mergekit-moe YAML file; every problem is one `VadasmError` line naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise VadasmError(f"{path}: MoE config file not found")
-    try:
-        raw = load_yaml_file(path)
-    except RecipeYamlError as err:
-        raise VadasmError(_one_line(f"{path}: {err}")) from None
-    if not isinstance(raw, dict):
-        raise VadasmError(f"{path}: a mergekit-moe config is a YAML mapping with 'base_model' and 'experts'")
+    raw = read_yaml_mapping(path, "mergekit-moe config", "'base_model' and 'experts'")
     try:
         config = MoeBuildConfig.model_validate(raw)
         check_moe_config(config, allow_all_same)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise VadasmError(_one_line(f"{path}: {where + ': ' if where else ''}{first['msg']}")) from None
+        raise VadasmError(validation_error_line(str(path), err)) from None
     except ValueError as err:
-        raise VadasmError(_one_line(f"{path}: {err}")) from None
+        raise VadasmError(one_line(f"{path}: {err}")) from None
     return config
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
