@@ -62,22 +62,7 @@ def check_config_against_tensors(config_file: Path, config: dict, shapes: dict[s
     from transformers import PreTrainedConfig
 
     config = PreTrainedConfig._decode_special_floats(config)
-    check_transformers_accepts(config_file, config)
-    _check_shapes_transformers_expects(config_file, config, shapes)
-
-
-def check_transformers_accepts(config_file: Path, config: dict) -> None:
-    """transformers' own config class must accept the config (types of every field it declares, e.g.
-    `tie_word_embeddings: 0.5`): outputs copy it, and an output transformers cannot load is a wrong output."""
-    from transformers import CONFIG_MAPPING  # imported here: seconds, and only real checkpoints need it
-
-    if config["model_type"] not in CONFIG_MAPPING:
-        return
-    try:
-        CONFIG_MAPPING[config["model_type"]].from_dict(dict(config))
-    except Exception as err:  # noqa: BLE001 - whatever transformers raises, the config is unusable
-        reason = " ".join(line.strip() for line in str(err).splitlines()[:2]) or type(err).__name__
-        raise VadasmError(f"{config_file}: transformers refuses this config ({reason[:300]})") from None
+    _check_against_transformers(config_file, config, shapes)
 
 
 def _positive_sizes(config_file: Path, fields: dict, text_config: dict) -> dict[str, tuple[str, int]]:
@@ -134,12 +119,14 @@ def _describe_layers(found: set[int]) -> str:
 
 
 
-def _check_shapes_transformers_expects(config_file: Path, config: dict, shapes: dict[str, tuple[int, ...]]) -> None:
-    """Every stored tensor that the model transformers builds from this config also names must have the
-    shape it expects (head counts, widths ... any field that sizes a tensor), or the output will not load."""
-    expected = _shapes_transformers_builds(json.dumps(config, sort_keys=True))
-    if isinstance(expected, str):
-        raise VadasmError(f"{config_file}: transformers cannot build a model from this config ({expected[:300]})")
+def _check_against_transformers(config_file: Path, config: dict, shapes: dict[str, tuple[int, ...]]) -> None:
+    """transformers' own config class must accept the config (the type of every field it declares, e.g.
+    `tie_word_embeddings: 0.5`), and every stored tensor that the model it builds also names must have the
+    shape it expects (head counts, widths ... any field that sizes a tensor): outputs copy the config, and
+    an output transformers cannot load is a wrong output."""
+    refusal, expected = _what_transformers_makes(json.dumps(config, sort_keys=True))
+    if refusal:
+        raise VadasmError(f"{config_file}: {refusal}")
     for name, shape in shapes.items():
         want = expected.get(name)
         if want is not None and want != tuple(shape):
@@ -148,23 +135,34 @@ def _check_shapes_transformers_expects(config_file: Path, config: dict, shapes: 
 
 
 @functools.lru_cache(maxsize=16)
-def _shapes_transformers_builds(config_json: str) -> dict[str, tuple[int, ...]] | str:
-    """Tensor name -> shape of the model class named in `architectures`, built on the meta device (no
-    memory; under a second at 135M); {} when the class is not a stock transformers one; the reason as a
-    string when transformers cannot build it. Cached: a base and its fine-tunes share one config."""
+def _what_transformers_makes(config_json: str) -> tuple[str | None, dict[str, tuple[int, ...]]]:
+    """(why transformers refuses the config or cannot build its model, or None; tensor name -> shape of the
+    model class named in `architectures`, built on the meta device: no memory, under a second at 135M).
+    Unknown model types and classes that are not stock transformers ones give (None, {}). Cached: a base
+    and its fine-tunes share one config, and the config is parsed once for both checks."""
     import torch
-    import transformers
+    import transformers  # imported here: seconds, and only real checkpoints need it
 
     config = json.loads(config_json)
+    if config["model_type"] not in transformers.CONFIG_MAPPING:
+        return None, {}
+    try:
+        parsed = transformers.CONFIG_MAPPING[config["model_type"]].from_dict(dict(config))
+    except Exception as err:  # noqa: BLE001 - whatever transformers raises, the config is unusable
+        reason = " ".join(line.strip() for line in str(err).splitlines()[:2]) or type(err).__name__
+        return f"transformers refuses this config ({reason[:300]})", {}
     names = config.get("architectures")
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
-        return {} if names is None else f"architectures {shown(names)} is not a list of class names"
+        return (None if names is None else
+                f"transformers cannot build a model from this config (architectures {shown(names)} is not a "
+                "list of class names)"), {}
     model_class = getattr(transformers, names[0], None)
-    if not isinstance(model_class, type) or config["model_type"] not in transformers.CONFIG_MAPPING:
-        return {}
+    if not isinstance(model_class, type):
+        return None, {}
     try:
         with torch.device("meta"):
-            model = model_class(transformers.CONFIG_MAPPING[config["model_type"]].from_dict(dict(config)))
+            model = model_class(parsed)
     except Exception as err:  # noqa: BLE001 - whatever transformers raises, it cannot build the model
-        return " ".join(str(err).split()) or type(err).__name__
-    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+        reason = " ".join(str(err).split()) or type(err).__name__
+        return f"transformers cannot build a model from this config ({reason[:300]})", {}
+    return None, {name: tuple(t.shape) for name, t in model.state_dict().items()}
