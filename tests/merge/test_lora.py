@@ -1,6 +1,7 @@
 """`model+lora` references: the adapter folded in as PEFT's merge_and_unload folds it."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,33 +85,28 @@ def test_bad_adapters_are_refused_in_one_line(tmp_path, defect, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_fan_in_fan_out_adapters_of_conv1d_models(tmp_path):
-    base = make_text_model(tmp_path / "base", "gpt2")
-    torch.manual_seed(3)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(
-        r=2, lora_alpha=4, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, init_lora_weights=False))
+def _merge_and_peft(tmp_path, model_type: str, seed: int, **lora) -> tuple[dict, dict, Path]:
+    """(our passthrough merge of MODEL+LORA, PEFT's merge_and_unload state dict, the base folder)."""
+    base = make_text_model(tmp_path / "base", model_type)
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=2, lora_alpha=4, init_lora_weights=False, **lora))
     model.save_pretrained(tmp_path / "adapter")
     recipe = recipe_from_dict({"merge_method": "passthrough", "models": [{"model": f"{base}+{tmp_path / 'adapter'}"}]})
     run_merge(recipe, tmp_path / "out", QUIET)
     expected = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), tmp_path / "adapter")
-    state = expected.merge_and_unload().state_dict()
-    merged = load_file(tmp_path / "out/model.safetensors")
+    return load_file(tmp_path / "out/model.safetensors"), expected.merge_and_unload().state_dict(), base
+
+
+def test_fan_in_fan_out_adapters_of_conv1d_models(tmp_path):
+    merged, state, base = _merge_and_peft(tmp_path, "gpt2", 3, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True)
     name = "transformer.h.1.attn.c_attn.weight"
     assert not torch.equal(merged[name], load_file(base / "model.safetensors")[name])
     assert all(torch.allclose(merged[k], state[k], atol=1e-6) for k in merged if k in state)
 
 
 def test_embedding_lora(tmp_path):
-    base = make_text_model(tmp_path / "base", "llama")
-    torch.manual_seed(5)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(
-        r=2, lora_alpha=4, target_modules=["embed_tokens"], init_lora_weights=False))
-    model.save_pretrained(tmp_path / "adapter")
-    recipe = recipe_from_dict({"merge_method": "passthrough", "models": [{"model": f"{base}+{tmp_path / 'adapter'}"}]})
-    run_merge(recipe, tmp_path / "out", QUIET)
-    expected = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), tmp_path / "adapter")
-    state = expected.merge_and_unload().state_dict()
-    merged = load_file(tmp_path / "out/model.safetensors")
+    merged, state, base = _merge_and_peft(tmp_path, "llama", 5, target_modules=["embed_tokens"])
     name = "model.embed_tokens.weight"
     assert not torch.equal(merged[name], load_file(base / "model.safetensors")[name])
     assert torch.allclose(merged[name], state[name], atol=1e-6)
