@@ -53,7 +53,7 @@ from vadasm.io import (
     parse_size,
 )
 from vadasm.io.hf_load import load_with_transformers
-from vadasm.merge.run import natural_key, tensor_seed
+from vadasm.io.provenance import natural_key, tensor_seed
 from vadasm.methods import get_method
 from vadasm.methods.regmean import regmean
 from vadasm.version import __version__

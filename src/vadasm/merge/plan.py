@@ -5,12 +5,12 @@ Decided from the headers alone, before any weight is read, so bad inputs are ref
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from vadasm.arch import Architecture
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint
+from vadasm.io.provenance import natural_key
 from vadasm.merge.slices import LayerSlice, rename_layer
 
 POST_ROLES = ("final_norm", "lm_head")  # planned from the last slice, as mergekit's post_weights
@@ -121,7 +121,3 @@ def layer_contents(actions: list[TensorAction], arch: Architecture) -> dict[int,
             text_name = arch.layout.to_text_name(action.name) if arch.layout else action.name
             contents.setdefault(action.layer, set()).add(arch.text.layer_pattern.fullmatch(text_name).group("rest"))
     return contents
-
-
-def natural_key(name: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]

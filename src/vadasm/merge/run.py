@@ -5,10 +5,8 @@ One plain loop; follow any weight from the YAML to disk by reading `run_merge` t
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -33,9 +31,10 @@ from vadasm.io import (
     parse_size,
     resolve_model_path,
 )
+from vadasm.io.provenance import provenance_record, tensor_seed, write_provenance
 from vadasm.merge.calibration import prepare_grams
 from vadasm.merge.lora import LoraCheckpoint, split_reference
-from vadasm.merge.plan import TensorAction, layer_contents, natural_key, plan_tensors  # noqa: F401 (natural_key: graft imports it here)
+from vadasm.merge.plan import TensorAction, layer_contents, plan_tensors
 from vadasm.merge.recipe import MergeConfig, resolve_setting
 from vadasm.merge.sidecars import (
     input_record,
@@ -57,7 +56,6 @@ from vadasm.merge.tokenizer import Vocabulary, vocabulary_rows
 from vadasm.methods import get_method
 from vadasm.methods.registry import ignored_settings
 from vadasm.methods.sparsify import magnitude_cuts
-from vadasm.version import __version__
 
 # Entries per input in one chunk of a row-wise merge (4 MiB in fp32). Small on purpose: glibc recycles
 # blocks this size without returning them to the kernel, while 32 MiB chunks were measured to spend
@@ -177,20 +175,20 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
         write_config(tmp, out_config, plan, arch, vocabulary)
         write_mergekit_config(tmp, recipe)
         notes += grams.summary() if grams else []
-        provenance = {
-            "tool": "vadasm", "version": __version__, "kind": "merge",
-            "recipe": recipe.model_dump(exclude_none=True),
-            "inputs": [input_record(ref, c, watch.fingerprint(c)) for ref, c in checkpoints.items()],
-            "architecture": arch.model_type,
-            "not_merged": [asdict(a) for a in actions if a.action != "merge"],
-        }
+        provenance = provenance_record(
+            "merge",
+            recipe=recipe.model_dump(exclude_none=True),
+            inputs=[input_record(ref, c, watch.fingerprint(c)) for ref, c in checkpoints.items()],
+            architecture=arch.model_type,
+            not_merged=[asdict(a) for a in actions if a.action != "merge"],
+        )
         if notes:
             provenance["notes"] = notes
         if options.align:
             provenance["alignment"] = [a.report.to_dict() for a in alignments.values()]
         if vocabulary is not None:
             provenance["tokenizer"] = {"vocab_size": vocabulary.rows, "notes": vocabulary.notes}
-        (tmp / "vadasm_config.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        write_provenance(tmp, provenance)
         from vadasm.card import render_card  # the card reads vadasm_config.json back
 
         (tmp / "README.md").write_text(render_card(tmp, location=output))
@@ -381,9 +379,3 @@ def _common_architecture(reference: Checkpoint, models: list[Checkpoint]) -> Arc
                 "(use `vadasm graft` across families)"
             )
     return arch
-
-
-def tensor_seed(seed: int, name: str) -> int:
-    """Per-tensor seed: random masks do not depend on the order tensors are processed in."""
-    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
-

@@ -19,6 +19,7 @@ import yaml
 from vadasm.arch import Architecture
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, PlannedTensor
+from vadasm.io.provenance import set_plan_dtype
 from vadasm.merge.plan import is_vocabulary_tensor
 from vadasm.merge.recipe import MergeConfig
 from vadasm.merge.slices import LayerSlice, text_config_of
@@ -143,10 +144,7 @@ def write_config(out: Path, config: dict, plan: list[PlannedTensor], arch: Archi
         names = [names] if isinstance(names, str) else list(names)
         for name in [n for n in names if n in text_config] or names[:1]:
             text_config[name] = vocabulary.rows
-    dtypes = {p.dtype for p in plan if p.dtype.is_floating_point}
-    if len(dtypes) == 1:
-        dtype_name = str(next(iter(dtypes))).removeprefix("torch.")
-        config["dtype" if "dtype" in config else "torch_dtype"] = dtype_name
+    set_plan_dtype(config, plan)
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
