@@ -56,6 +56,14 @@ from vadasm.merge.tokenizer import Vocabulary, vocabulary_rows
 from vadasm.methods import get_method
 from vadasm.methods.registry import ignored_settings
 from vadasm.methods.sparsify import magnitude_cuts
+from vadasm.options import (
+    ALLOW_PICKLE_HELP,
+    DEVICE_HELP,
+    FORCE_HELP,
+    SHARD_SIZE_HELP,
+    TRUST_REMOTE_CODE_HELP,
+    option,
+)
 
 # Entries per input in one chunk of a row-wise merge (4 MiB in fp32). Small on purpose: glibc recycles
 # blocks this size without returning them to the kernel, while 32 MiB chunks were measured to spend
@@ -84,19 +92,23 @@ class MergeResult:
 
 @dataclass
 class MergeOptions:
-    """How to run a recipe (flags that are not part of the recipe itself)."""
+    """How to run a recipe (flags that are not part of the recipe itself); `vadasm merge` derives its flags."""
 
-    dtype: str | None = None  # output dtype; default: recipe out_dtype/dtype, else each input tensor's dtype
-    shard_size: str | int = DEFAULT_SHARD_SIZE
-    force: bool = False
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
-    device: str = "cpu"
-    progress: bool = True
-    align: str | None = None  # "weights" or "activations": permute inputs' neurons/heads to the reference first
+    # output dtype; default: recipe out_dtype/dtype, else each input tensor's dtype
+    dtype: str | None = option(None, help="Output dtype (float32, bfloat16, float16). Arithmetic is always fp32.")
+    shard_size: str | int = option(DEFAULT_SHARD_SIZE, help=SHARD_SIZE_HELP)
+    align: str | None = option(None, help=(
+        "Permute each input's MLP neurons and attention heads to match the base (Hungarian weight "
+        "matching) before merging: 'weights' or 'activations' (measured on held-out validation text)."))
     # torch threads for the math; the reader thread overlaps I/O with it. 1 by default: merge math is
     # memory-bound, and on shared cores OpenMP's spinning threads were measured to cost 8x more CPU.
-    threads: int = 1
+    threads: int = option(1, help=(
+        "Torch threads for the math (a reader thread overlaps I/O); more pays only on idle cores."))
+    device: str = option("cpu", help=DEVICE_HELP)
+    force: bool = option(False, help=FORCE_HELP)
+    allow_pickle: bool = option(False, help=ALLOW_PICKLE_HELP)
+    trust_remote_code: bool = option(False, help=TRUST_REMOTE_CODE_HELP)
+    progress: bool = option(True, cli=False, help="Progress bars (the CLI turns them off for --quiet and --json).")
 
 
 def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | None = None) -> MergeResult:
