@@ -1,4 +1,8 @@
-"""Small helpers shared by subcommands: output formatting and common options."""
+"""Small helpers shared by subcommands: output formatting and common options.
+
+The aliases below serve commands without an options dataclass; their help texts are the ones the
+options dataclasses declare (`vadasm.options`), so a flag reads the same in every command.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,14 @@ import typer
 
 from vadasm.errors import VadasmError
 from vadasm.io.writer import parse_size
+from vadasm.options import ALLOW_PICKLE_HELP, DEVICE_HELP, FORCE_HELP, TRUST_REMOTE_CODE_HELP
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter; errors still go to stderr.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object with the results (for scripts).")]
-Force = Annotated[bool, typer.Option("--force", help=(
-    "Replace the output folder if it exists: only an earlier vadasm output (it holds vadasm_config.json "
-    "or another vadasm summary) or an empty folder, never a file, another folder or an input; the old "
-    "one is deleted only once the new one is in place."))]
-AllowPickle = Annotated[bool, typer.Option(
-    "--allow-pickle", help="Accept .bin/.pt pickle weights (they can run code when loaded; only for trusted files).")]
-TrustRemoteCode = Annotated[bool, typer.Option(
-    "--trust-remote-code", help="Accept models whose config needs custom code (auto_map).")]
-Device = Annotated[str, typer.Option(
-    help="Where the arithmetic runs: cpu, cuda, cuda:N, mps, or auto (cuda when present, else cpu).")]
+Force = Annotated[bool, typer.Option("--force", help=FORCE_HELP)]
+AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help=ALLOW_PICKLE_HELP)]
+TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_REMOTE_CODE_HELP)]
+Device = Annotated[str, typer.Option(help=DEVICE_HELP)]
 _DEVICE_KINDS = ("cpu", "cuda", "mps")
 MAX_THREADS = 1024
 
