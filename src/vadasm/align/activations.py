@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from vadasm.align.layout import UnitGroup
+from vadasm.arch.capture import capture_inputs
 from vadasm.errors import VadasmError
 from vadasm.io.hf_load import load_with_transformers
 
@@ -64,15 +65,9 @@ def measure_activations(model_path: str | Path, modules: list[str],
     if missing:
         raise VadasmError(f"{model_path}: no module '{missing[0]}' to record activations from")
     records: dict[str, list[torch.Tensor]] = {m: [] for m in modules}
-    hooks = [named[m].register_forward_pre_hook(
-        lambda _mod, args, m=m: records[m].append(args[0].reshape(-1, args[0].shape[-1]).float()))
-        for m in modules]
-    try:
+    with capture_inputs({m: named[m] for m in modules}, lambda m, _mod, rows: records[m].append(rows)):
         for ids in input_ids:
             model(input_ids=ids)
-    finally:
-        for hook in hooks:
-            hook.remove()
     return {m: torch.cat(chunks) for m, chunks in records.items()}
 
 

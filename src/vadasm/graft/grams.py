@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from vadasm.arch.capture import capture_inputs
 from vadasm.errors import VadasmError
 from vadasm.eval.backends import Request, TransformersBackend
 
@@ -78,24 +79,17 @@ def linear_input_grams(model_path: str | Path, items: list[CalibrationItem], dev
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
 
-    def record(key: str):
-        def hook(_module, args):
-            x = args[0].reshape(-1, args[0].shape[-1]).float()
-            sums[key] = sums.get(key, 0) + x.T @ x
-            counts[key] = counts.get(key, 0) + x.shape[0]
-        return hook
+    def record(key: str, _module: torch.nn.Module, x: torch.Tensor) -> None:
+        sums[key] = sums.get(key, 0) + x.T @ x
+        counts[key] = counts.get(key, 0) + x.shape[0]
 
-    hooks = [module.register_forward_pre_hook(record(f"{name}.weight"))
-             for name, module in decoder.named_modules()
-             if isinstance(module, torch.nn.Linear) and name.startswith("layers.")]
-    if not hooks:
+    linears = {f"{name}.weight": module for name, module in decoder.named_modules()
+               if isinstance(module, torch.nn.Linear) and name.startswith("layers.")}
+    if not linears:
         raise VadasmError(f"{model_path}: found no linear layers under the language model's 'layers.'")
-    try:
+    with capture_inputs(linears, record):
         for item in tqdm(items, desc=f"regmean grams {Path(model_path).name}", unit="item", disable=not progress):
             backend.model(**backend.encode([item.request], [item.answer]))
-    finally:
-        for hook in hooks:
-            hook.remove()
     return {key: (total / counts[key]).cpu() for key, total in sums.items()}
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from vadasm.arch import Architecture
+from vadasm.arch.capture import capture_inputs
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint
 
@@ -39,18 +40,13 @@ def router_usage(model_path: str | Path, arch: Architecture, input_ids: list[tor
     modules = dict(model.named_modules())
     counts: dict[int, torch.Tensor] = {}
 
-    def record(module, args, layer):
-        x = args[0].reshape(-1, args[0].shape[-1]).float()
+    def record(name: str, module: torch.nn.Module, x: torch.Tensor) -> None:
+        layer = routers[name]
         logits = x @ module.weight.float().T
         picks = logits.topk(min(top_k, logits.shape[1]), dim=1).indices.flatten()
         counts[layer] = counts.get(layer, 0) + torch.bincount(picks, minlength=logits.shape[1])
 
-    hooks = [modules[m].register_forward_pre_hook(lambda mod, args, layer=layer: record(mod, args, layer))
-             for m, layer in routers.items()]
-    try:
+    with capture_inputs({m: modules[m] for m in routers}, record):
         for ids in input_ids:
             model(input_ids=ids)
-    finally:
-        for hook in hooks:
-            hook.remove()
     return {layer: (c.double() / c.sum()).tolist() for layer, c in sorted(counts.items())}
