@@ -42,7 +42,7 @@ OUTPUT_PINS: dict[str, dict[str, str]] = {
         "svd_blend_meta.json": "816df8d6099b2543533bf45a63cde3547ef90e4ef0c31a2af53920f0cd1050f8",
         "tokenizer.json": "c6a6c82d33883bc8be3b7f324af34496d2f389439ed44ab1bd01f7e58dae7f95",
         "tokenizer_config.json": "ad6dc6a5790d0f94170998ab79921c97d28ea54602abcdb33cba3132d13ac233",
-        "vadasm_config.json": "0e81e51fdd45cc60ae1790ab774e0d411ef552c8f10da6bf172bd5cd61f5637d",
+        "vadasm_config.json": "0ab790dfb784c93b87148413d6a118cc6c432ed8c6e96809a00da66778a208d2",
     },
     "graft": {
         "chat_template.jinja": "4c803c5f6782453ddab65f19158623599b233c94971249f4a74bd24d73a1dc30",

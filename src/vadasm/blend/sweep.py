@@ -40,6 +40,7 @@ from vadasm.io import (
     atomic_output_dir,
     parse_size,
 )
+from vadasm.io.provenance import provenance_record, set_config_dtype, write_provenance
 from vadasm.version import __version__
 
 META_FILE = "svd_blend_meta.json"
@@ -263,9 +264,8 @@ def _write_folder_files(after: Checkpoint, folder: Path, alpha: float, inputs: d
     _copy_sidecars(after, folder, dtype)
     meta = {"alpha": alpha, **inputs, **recipe, **details, "tool": f"vadasm {__version__}"}
     (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    config = {"tool": "vadasm", "version": __version__, "command": "blend", "inputs": inputs,
-              "recipe": {"method": "svd_sigma_blend", "alpha": alpha, **recipe}}
-    (folder / "vadasm_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_provenance(folder, provenance_record(
+        "blend", inputs=inputs, recipe={"method": "svd_sigma_blend", "alpha": alpha, **recipe}))
 
 
 def _out_dtype(dtype: torch.dtype, wanted: torch.dtype | None) -> torch.dtype:
@@ -289,8 +289,7 @@ def _copy_sidecars(after: Checkpoint, folder: Path, dtype: torch.dtype | None) -
         shutil.copy2(after.path / "config.json", folder / "config.json")
     else:
         config = dict(after.config)
-        key = "dtype" if "dtype" in config or "torch_dtype" not in config else "torch_dtype"
-        config[key] = str(dtype).removeprefix("torch.")
+        set_config_dtype(config, dtype)
         (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     for file in after.sidecar_files():
         shutil.copy2(file, folder / file.name)
