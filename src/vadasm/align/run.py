@@ -15,7 +15,7 @@ from vadasm.align.model import SIMILARITIES, Alignment, AlignmentReport, compute
 from vadasm.arch import Architecture, architecture_for
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free
-from vadasm.version import __version__
+from vadasm.io.provenance import input_records, provenance_record, write_provenance
 
 
 def align_checkpoints(reference: Checkpoint, models: list[Checkpoint], arch: Architecture,
@@ -67,7 +67,6 @@ def write_permuted(model: Checkpoint, alignment: Alignment | None, output: str |
         for file in model.sidecar_files():
             shutil.copy2(file, tmp / file.name)
         (tmp / "config.json").write_text(json.dumps(model.config, indent=2, sort_keys=True) + "\n")
-        payload = {"tool": "vadasm", "version": __version__, "kind": "align", **provenance,
-                   "model": {"path": str(model.path), "fingerprint": model.fingerprint()},
-                   "alignment": alignment.report.to_dict() if alignment else None}
-        (tmp / "vadasm_config.json").write_text(json.dumps(payload, indent=2) + "\n")
+        write_provenance(tmp, provenance_record(
+            "align", **provenance, model=input_records([model])[0],
+            alignment=alignment.report.to_dict() if alignment else None))

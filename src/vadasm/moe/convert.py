@@ -23,9 +23,9 @@ from tqdm import tqdm
 from vadasm.arch import Architecture, architecture_for
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free
+from vadasm.io.provenance import input_records, provenance_record, write_provenance
 from vadasm.moe.experts import AGGREGATIONS, INJECT_SCALES, aggregate_experts, injection_scale, top_k_experts
 from vadasm.moe.router import router_usage
-from vadasm.version import __version__
 
 EXPERT_ROLES = {"expert_gate": "mlp_gate", "expert_up": "mlp_up", "expert_down": "mlp_down"}
 SHARED_ROLES = {"shared_expert_gate": "mlp_gate", "shared_expert_up": "mlp_up", "shared_expert_down": "mlp_down"}
@@ -207,7 +207,5 @@ def _write(output, recipient: Checkpoint, produce: Callable[[str], torch.Tensor 
         (tmp / "config.json").write_text(json.dumps(recipient.config, indent=2, sort_keys=True) + "\n")
         result.tensors = len(plan)
         finish()
-        provenance = {"tool": "vadasm", "version": __version__, "kind": result.direction,
-                      "inputs": [{"path": str(c.path), "fingerprint": c.fingerprint()} for c in inputs],
-                      "result": result.to_dict()}
-        (tmp / "vadasm_config.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        write_provenance(tmp, provenance_record(result.direction, inputs=input_records(inputs),
+                                                result=result.to_dict()))

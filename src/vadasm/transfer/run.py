@@ -14,7 +14,6 @@ import json
 import re
 import shutil
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,8 +25,8 @@ from vadasm.arch import Architecture, architecture_for
 from vadasm.errors import VadasmError
 from vadasm.graft.embedding_maps import embed_scale, fit_map, shared_anchors
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free
+from vadasm.io.provenance import input_records, provenance_record, tensor_seed, write_provenance
 from vadasm.transfer.mlp import MlpTransfer, MlpWeights, layer_pairs, matched_norm_random, mlp_transfer
-from vadasm.version import __version__
 
 MLP_ROLES = ("mlp_gate", "mlp_up", "mlp_down")
 CONTROL_SUFFIX = "-control-random"
@@ -221,7 +220,7 @@ def _write_pair(recipient: Checkpoint, output: Path, control: Path, delta, opts:
                 for writer in writers:
                     writer.write(item.name, tensor)
                 continue
-            noise = matched_norm_random(change, torch.Generator().manual_seed(_seed(opts.seed, item.name)))
+            noise = matched_norm_random(change, torch.Generator().manual_seed(tensor_seed(opts.seed, item.name)))
             squared["delta"] += float(change.norm()) ** 2
             squared["control"] += float(noise.norm()) ** 2
             writers[0].write(item.name, (tensor.float() + change).to(item.dtype))
@@ -244,14 +243,8 @@ def _write_pair(recipient: Checkpoint, output: Path, control: Path, delta, opts:
 
 
 def _provenance(folder: Path, kind: str, result: TransferResult, inputs: list[Checkpoint]) -> None:
-    payload = {"tool": "vadasm", "version": __version__, "kind": kind, "experimental": True,
-               "inputs": [{"path": str(c.path), "fingerprint": c.fingerprint()} for c in inputs],
-               "result": result.to_dict()}
-    (folder / "vadasm_config.json").write_text(json.dumps(payload, indent=2) + "\n")
-
-
-def _seed(seed: int, name: str) -> int:
-    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
+    write_provenance(folder, provenance_record(kind, experimental=True, inputs=input_records(inputs),
+                                               result=result.to_dict()))
 
 
 def score_with_controls(result: TransferResult, tasks: Sequence[str] = ("arith", "perplexity"),
