@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free, parse_dtype
+from vadasm.io.provenance import input_records, provenance_record, write_provenance
 from vadasm.moe.build_config import RANDOM_GATES, MoeBuildConfig, MoeExpert, check_moe_config, load_moe_config
 from vadasm.moe.gates import (
     load_prompt_tokenizer,
@@ -29,7 +30,6 @@ from vadasm.moe.gates import (
     tokenize_prompts,
 )
 from vadasm.moe.outputs import PROJECTIONS, MoeOutput, output_config, select_output
-from vadasm.version import __version__
 
 EMBED = "model.embed_tokens.weight"
 
@@ -122,11 +122,8 @@ def _write(output: str | Path, force: bool, plan: Plan, out_config: dict, base: 
         (tmp / "mergekit_moe_config.yml").write_text(source_text or _yaml(config))
         result.tensors = len(plan)
         result.seconds = round(time.perf_counter() - started, 3)
-        provenance = {"tool": "vadasm", "version": __version__, "kind": "moe_build",
-                      "config": config.model_dump(exclude_none=True),
-                      "inputs": [{"path": str(c.path), "fingerprint": c.fingerprint()} for c in inputs],
-                      "result": result.to_dict()}
-        (tmp / "vadasm_config.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        write_provenance(tmp, provenance_record("moe_build", config=config.model_dump(exclude_none=True),
+                                                inputs=input_records(inputs), result=result.to_dict()))
 
 
 Plan = list[tuple[PlannedTensor, Callable[[], torch.Tensor]]]
