@@ -21,9 +21,9 @@ from vadasm.arch.table import Architecture, architecture_for
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free
 from vadasm.io.model_folder import read_json
+from vadasm.io.provenance import provenance_record, write_provenance
 from vadasm.tokensurgeon.approximate import SURGERY_METHODS, predict_rows
 from vadasm.tokensurgeon.vocab import TokenPlan, plan_tokens, read_tokenizer
-from vadasm.version import __version__
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json")
@@ -153,12 +153,12 @@ def _write(model: Checkpoint, donor: Checkpoint, arch: Architecture, output: Pat
         model.verify_unchanged()
         donor.verify_unchanged()
         result.seconds = round(time.perf_counter() - started, 3)
-        payload = {"tool": "vadasm", "version": __version__, "kind": "tokensurgeon",
-                   "inputs": [{"role": role, "path": str(c.path), "fingerprint": c.fingerprint()}
-                              for role, c in (("model", model), ("donor", donor))],
-                   "options": {"method": opts.method, "k": opts.k, "batch_size": opts.batch_size},
-                   "result": {k: v for k, v in result.to_dict().items() if k not in ("output", "seconds")}}
-        (tmp / "vadasm_config.json").write_text(json.dumps(payload, indent=2) + "\n")
+        write_provenance(tmp, provenance_record(
+            "tokensurgeon",
+            inputs=[{"role": role, "path": str(c.path), "fingerprint": c.fingerprint()}
+                    for role, c in (("model", model), ("donor", donor))],
+            options={"method": opts.method, "k": opts.k, "batch_size": opts.batch_size},
+            result={k: v for k, v in result.to_dict().items() if k not in ("output", "seconds")}))
 
 
 def _output_config(model_cfg: dict, donor_cfg: dict, arch: Architecture, rows: int) -> dict:
