@@ -6,8 +6,9 @@ modules ask for artefacts by name here, so the layout is defined in one place.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from vadasm.paths import vadasm_home
 
 ARTEFACTS = (
     "smollm2",
@@ -17,11 +18,6 @@ ARTEFACTS = (
     "smollm2-arith",
     "llava-gemma3",
 )  # also the build order: the SmolLM2 scenario (class A) first
-
-
-def vadasm_home() -> Path:
-    """The cache root, from `VADASM_HOME` or `~/.cache/vadasm`."""
-    return Path(os.environ.get("VADASM_HOME", Path.home() / ".cache" / "vadasm")).expanduser()
 
 
 def testbed_home() -> Path:

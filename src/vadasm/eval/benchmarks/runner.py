@@ -126,7 +126,7 @@ def run_benchmarks(
     if samples > 1 and not decoding.do_sample:
         raise VadasmError("several samples per problem need sampling: add --sample (greedy replies are identical)")
     if image_cache is None:
-        from vadasm.testbed.paths import vadasm_home
+        from vadasm.paths import vadasm_home
 
         image_cache = vadasm_home() / "benchmark-images"
     items = {t: load_items(t, data[t], split, limit, seed, image_cache) for t in tasks}
