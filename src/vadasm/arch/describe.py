@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from vadasm.arch.table import architecture_for
-from vadasm.io import Checkpoint
+
+if TYPE_CHECKING:  # annotation only: the architecture table sits below io, which checks configs against it
+    from vadasm.io import Checkpoint
 
 
 @dataclass

@@ -13,13 +13,10 @@ import functools
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from vadasm.arch.table import Architecture, architecture_for, load_spec, supported_model_types
 from vadasm.errors import VadasmError
 from vadasm.io.safetensors_header import shown
-
-if TYPE_CHECKING:
-    from vadasm.arch.table import Architecture
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -38,9 +35,6 @@ def check_config_against_tensors(config_file: Path, config: dict, shapes: dict[s
     Families missing from the table are not checked here: the commands that need the table refuse
     them with the list of supported ones, and blend reads them by name hints.
     """
-    # Imported here: vadasm.arch imports vadasm.io (describe reads a Checkpoint).
-    from vadasm.arch.table import architecture_for, load_spec, supported_model_types
-
     model_type = check_model_type(config, config_file)
     if model_type not in supported_model_types():
         return
