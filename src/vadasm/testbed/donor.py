@@ -32,7 +32,14 @@ from transformers import (
 
 from vadasm.errors import MissingExtraError
 from vadasm.eval.easyvqa import VqaItem
-from vadasm.testbed.sft import Encoded, answer_loss, collate, encode_chat, linear_warmup_decay
+from vadasm.testbed.rounds import Budget, Criterion, train_in_rounds
+from vadasm.testbed.sft import (
+    Encoded,
+    answer_loss,
+    collate,
+    encode_chat,
+    linear_warmup_decay,
+)
 from vadasm.testbed.vision import WORDS, labelled_images, patch_word_targets
 
 # A reserved token of each base vocabulary becomes the image token, so no embedding is resized.
@@ -68,7 +75,11 @@ TEMPLATES = {"smollm2": CHATML_TEMPLATE, "gemma3-270m": QA_TEMPLATE}
 class DonorRecipe:
     base: str
     align_steps: int = 300
-    steps: int = 250
+    steps: int = 500  # the LoRA's budget; training stops earlier once the criterion holds
+    round_steps: int = 250  # one warmup-decay schedule; the first round is the former fixed recipe
+    eval_every: int = 50
+    min_val_accuracy: float = 0.95  # exact answers on `val_questions` val questions, with the image; 0 disables
+    val_questions: int = 192
     batch_size: int = 16
     lr_lora: float = 1e-3
     lora_rank: int = 16
@@ -240,8 +251,10 @@ def train_donor(
     train: tuple[VqaItem, ...],
     pixels: dict[Path, torch.Tensor],
     recipe: DonorRecipe,
+    val: tuple[VqaItem, ...] = (),
 ) -> dict:
-    """Train a LoRA on the LM's top layers on answer tokens only, then merge it into the LM weights."""
+    """Train a LoRA on the LM's top layers on answer tokens only, until `donor_criterion` holds on a
+    seeded sample of `val` (none given: the whole budget is trained), then merge it into the LM."""
     torch.manual_seed(recipe.seed)
     for param in model.parameters():
         param.requires_grad_(False)
@@ -251,16 +264,17 @@ def train_donor(
     for param in lora_params:
         param.requires_grad_(True)
     optimizer = torch.optim.AdamW(lora_params, lr=recipe.lr_lora, weight_decay=0.0)
-    schedule = linear_warmup_decay(optimizer, recipe.steps)
-    order = balanced_order(train, recipe.steps * recipe.batch_size, recipe.seed)
     encoded: dict[int, Encoded] = {}
     pad = processor.tokenizer.pad_token_id or 0
-    model.train()
-    losses: list[float] = []
-    start = time.time()
-    progress = tqdm(range(recipe.steps), desc=f"llava-{recipe.base}", unit="step")
-    for step in progress:
-        batch_idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+    state: dict = {}
+
+    def start_round(index: int, length: int) -> None:
+        state["schedule"] = linear_warmup_decay(optimizer, length)
+        order = balanced_order(train, length * recipe.batch_size, recipe.seed + index)
+        state["batches"] = iter([order[k : k + recipe.batch_size] for k in range(0, len(order), recipe.batch_size)])
+
+    def step(_: int) -> float:
+        batch_idx = next(state["batches"])
         for i in batch_idx:
             if i not in encoded:
                 encoded[i] = encode_item(processor, train[i].question, train[i].answers[0])
@@ -273,10 +287,17 @@ def train_donor(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if step % 10 == 0:
-            progress.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+        state["schedule"].step()
+        return loss.item()
+
+    from vadasm.testbed.donor_checks import donor_criterion, val_check  # it encodes with this module
+
+    criterion = donor_criterion(recipe) if val else Criterion("no val questions given", {"all": 0.0})
+    budget = Budget(recipe.steps, recipe.round_steps, recipe.eval_every)
+    model.train()
+    start = time.time()
+    rounds = train_in_rounds(start_round, step, val_check(model, processor, val, pixels, recipe), criterion,
+                             budget, f"llava-{recipe.base}")
     model.model.language_model = lora.merge_and_unload()
     model.eval()
     for param in model.parameters():
@@ -284,6 +305,9 @@ def train_donor(
     return {
         "recipe": asdict(recipe),
         "train_seconds": round(time.time() - start, 1),
-        "questions_seen": recipe.steps * recipe.batch_size,
-        "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
+        "questions_seen": rounds.steps_used * recipe.batch_size,
+        "final_loss": rounds.final_loss,
+        "rounds": rounds,
+        "criterion": criterion,
+        "budget": budget,
     }

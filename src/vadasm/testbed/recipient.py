@@ -10,16 +10,30 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
-from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from vadasm.eval.arith import problems
-from vadasm.testbed.sft import Encoded, answer_loss, collate, encode_chat, linear_warmup_decay
+from vadasm.testbed.rounds import Budget, Criterion, train_in_rounds
+from vadasm.testbed.sft import (
+    Batch,
+    Encoded,
+    answer_loss,
+    collate,
+    encode_chat,
+    exact_answer_accuracy,
+    linear_warmup_decay,
+)
 
 
 @dataclass
 class RecipientRecipe:
-    steps: int = 150
+    steps: int = 300  # the budget; training stops earlier once the criterion holds
+    round_steps: int = 150  # one warmup-decay schedule; the first round is the former fixed recipe
+    eval_every: int = 50
+    # exact answers to `val_problems` val problems; SmolLM2 scores 8% on test, the recipe's target is
+    # +20 points over it; 0 disables
+    min_val_accuracy: float = 0.28
+    val_problems: int = 256
     batch_size: int = 16
     lr: float = 1e-4
     seed: int = 0
@@ -32,32 +46,57 @@ def encode_problem(tokenizer: PreTrainedTokenizerBase, question: str, answer: st
     return encode_chat(tokenizer, prompt, full)
 
 
+def recipient_criterion(recipe: RecipientRecipe) -> Criterion:
+    return Criterion(f"exact answers to {recipe.val_problems} val arithmetic problems >= "
+                     f"{100 * recipe.min_val_accuracy:.0f}%", {"all": recipe.min_val_accuracy})
+
+
 def train_recipient(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: RecipientRecipe) -> dict:
-    """Fine-tune every weight on answer tokens of `steps * batch_size` distinct train problems."""
+    """Fine-tune every weight on answer tokens of distinct train problems (`batch_size` a step) until
+    `recipient_criterion` holds on val problems or `recipe.steps` are spent (`metrics["rounds"].met`)."""
     torch.manual_seed(recipe.seed)
     data = problems("train", recipe.steps * recipe.batch_size, seed=recipe.seed)
     encoded = [encode_problem(tokenizer, p.question, str(p.answer)) for p in data]
+    val = problems("val", recipe.val_problems, seed=recipe.seed)
+    val_encoded = [encode_problem(tokenizer, p.question, str(p.answer)) for p in val]
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
-    schedule = linear_warmup_decay(optimizer, recipe.steps)
-    model.train()
-    losses: list[float] = []
-    start = time.time()
-    progress = tqdm(range(recipe.steps), desc="smollm2-arith", unit="step")
-    for step in progress:
-        batch = collate(encoded[step * recipe.batch_size : (step + 1) * recipe.batch_size], tokenizer.pad_token_id)
+    schedule: list[torch.optim.lr_scheduler.LRScheduler] = []
+
+    def start_round(_: int, length: int) -> None:
+        schedule[:] = [linear_warmup_decay(optimizer, length)]
+
+    def step(global_step: int) -> float:
+        chunk = encoded[global_step * recipe.batch_size : (global_step + 1) * recipe.batch_size]
+        batch = collate(chunk, tokenizer.pad_token_id)
         hidden = model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
         loss = answer_loss(hidden, model.lm_head, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if step % 10 == 0:
-            progress.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+        schedule[0].step()
+        return loss.item()
+
+    def forward(batch: Batch, _: list[int]) -> torch.Tensor:
+        return model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+
+    def measure() -> dict[str, float]:
+        model.eval()
+        values = exact_answer_accuracy(forward, model.lm_head, val_encoded, [p.kind for p in val],
+                                       tokenizer.pad_token_id, recipe.batch_size)
+        model.train()
+        return values
+
+    criterion, budget = recipient_criterion(recipe), Budget(recipe.steps, recipe.round_steps, recipe.eval_every)
+    model.train()
+    start = time.time()
+    rounds = train_in_rounds(start_round, step, measure, criterion, budget, "smollm2-arith")
     model.eval()
     return {
         "recipe": asdict(recipe),
         "train_seconds": round(time.time() - start, 1),
-        "problems_seen": len(encoded),
-        "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
+        "problems_seen": rounds.steps_used * recipe.batch_size,
+        "final_loss": rounds.final_loss,
+        "rounds": rounds,
+        "criterion": criterion,
+        "budget": budget,
     }

@@ -32,6 +32,8 @@ class BuildRecord:
     inputs: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     scores: dict[str, Any] = field(default_factory=dict)
+    # a trained stage's validation criterion, steps used of its budget and val curve (`RoundsResult.record`)
+    training: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, str] = field(
         default_factory=lambda: {
             "torch": torch.__version__,

@@ -6,6 +6,7 @@ on a 49k-262k vocabulary, full-sequence logits would cost more than the rest of 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -68,3 +69,35 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, steps: int) -> torch.o
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - s / steps)
     )
+
+
+def answer_hits(hidden: torch.Tensor, lm_head: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Per row: is every answer token the argmax of its position's logits? That is exactly when greedy
+    decoding writes the answer (and its end token), so a validation check needs one forward pass."""
+    wrong = (lm_head(hidden[batch.rows, batch.cols]).argmax(-1) != batch.targets).float()
+    misses = torch.zeros(hidden.shape[0]).index_add_(0, batch.rows, wrong)
+    return misses == 0
+
+
+
+@torch.no_grad()
+def exact_answer_accuracy(
+    forward: Callable[[Batch, list[int]], torch.Tensor],
+    lm_head: torch.nn.Module,
+    encoded: list[Encoded],
+    groups: list[str],
+    pad_id: int,
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """Share of validation items whose whole answer greedy decoding would write ("all", and per group):
+    `forward(batch, item_indices)` returns the last hidden states of the model being trained."""
+    hits = []
+    for start in range(0, len(encoded), batch_size):
+        idx = list(range(start, min(start + batch_size, len(encoded))))
+        batch = collate([encoded[i] for i in idx], pad_id)
+        hits.append(answer_hits(forward(batch, idx), lm_head, batch))
+    hit = torch.cat(hits).float()
+    values = {"all": hit.mean().item()}
+    for group in sorted(set(groups)):
+        values[group] = hit[torch.tensor([g == group for g in groups])].mean().item()
+    return values

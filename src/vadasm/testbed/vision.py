@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
 from vadasm.eval.easyvqa import COLORS, SHAPES, VqaItem, image_labels
+from vadasm.testbed.rounds import Budget, Criterion, train_in_rounds
 
 
 @dataclass
@@ -31,7 +31,10 @@ class TowerRecipe:
     hidden_size: int = 256
     layers: int = 4
     heads: int = 4
-    steps: int = 2000
+    steps: int = 6000  # the budget; training stops earlier once the criterion holds
+    round_steps: int = 2000  # one OneCycle schedule; the first round is the former fixed recipe
+    eval_every: int = 250
+    min_patch_accuracy: float = 0.95  # on val colour patches and on val shape patches; 0 disables
     batch_size: int = 64
     lr: float = 1e-3
     seed: int = 0
@@ -121,6 +124,12 @@ def tower_accuracy(model: PatchClassifier, x: torch.Tensor, colors: torch.Tensor
     return {"color": hit[:, ~roles].mean().item(), "shape": hit[:, roles].mean().item()}
 
 
+def tower_criterion(recipe: TowerRecipe) -> Criterion:
+    floor = recipe.min_patch_accuracy
+    return Criterion(f"val patch accuracy >= {100 * floor:.0f}% on colour and on shape patches",
+                     {"color": floor, "shape": floor})
+
+
 def pretrain_tower(
     recipe: TowerRecipe,
     train: tuple[VqaItem, ...],
@@ -128,17 +137,21 @@ def pretrain_tower(
     pixels: dict[Path, torch.Tensor],
 ) -> tuple[CLIPVisionModel, dict]:
     """Train the tower with flips as augmentation (colour and shape survive a flip; patch roles stay
-    tied to positions, so the tower learns to name the colour at even positions whatever the flip)."""
+    tied to positions, so the tower learns to name the colour at even positions whatever the flip),
+    until `tower_criterion` holds on val or `recipe.steps` are spent (`metrics["rounds"].met`)."""
     torch.manual_seed(recipe.seed)
     model = PatchClassifier(CLIPVisionModel(tower_config(recipe)))
     x, colors, shapes = labelled_images(train, pixels)
     vx, vcolors, vshapes = labelled_images(val, pixels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=recipe.steps)
+    schedule: list[torch.optim.lr_scheduler.LRScheduler] = []
     generator = torch.Generator().manual_seed(recipe.seed)
     loss_fn = nn.CrossEntropyLoss()
-    start = time.time()
-    for _ in tqdm(range(recipe.steps), desc="vision tower", unit="step"):
+
+    def start_round(_: int, length: int) -> None:
+        schedule[:] = [torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=length)]
+
+    def step(_: int) -> float:
         idx = torch.randint(len(x), (recipe.batch_size,), generator=generator)
         batch = x[idx]
         flip = torch.rand(2, generator=generator)
@@ -152,11 +165,20 @@ def pretrain_tower(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
+        schedule[0].step()
+        return loss.item()
+
+    start = time.time()
+    criterion, budget = tower_criterion(recipe), Budget(recipe.steps, recipe.round_steps, recipe.eval_every)
+    rounds = train_in_rounds(start_round, step, lambda: tower_accuracy(model, vx, vcolors, vshapes),
+                             criterion, budget, "vision tower")
     metrics = {
         "recipe": asdict(recipe),
         "seconds": round(time.time() - start, 1),
         "train_images": len(x),
         "val_patch_accuracy": tower_accuracy(model, vx, vcolors, vshapes),
+        "rounds": rounds,
+        "criterion": criterion,
+        "budget": budget,
     }
     return model.tower, metrics
