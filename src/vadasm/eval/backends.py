@@ -6,58 +6,20 @@ and "how likely is this text". Tasks and controls are written against that inter
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from PIL import Image
 from tqdm import tqdm
 
 from vadasm.errors import VadasmError
+from vadasm.eval.backend_types import Backend, Decoding, Request, is_vision_checkpoint, render_prompt
 from vadasm.io.hf_load import check_model_folder, load_with_transformers
 
-# Base models without a chat template get plain question/answer turns (the testbed's Gemma format).
-PLAIN_QA = "Question: {question}\nAnswer:"
-
-
-@dataclass(frozen=True)
-class Request:
-    """One prompt: a user question and, for vision models, an optional image placed before it."""
-
-    text: str
-    image: Path | None = None
-
-
-@dataclass(frozen=True)
-class Decoding:
-    max_new_tokens: int = 16
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
-    batch_size: int = 16
-
-
-class Backend(Protocol):
-    name: str
-    sees_images: bool
-
-    def generate(
-        self, requests: Sequence[Request], decoding: Decoding, desc: str = "", progress: bool = True
-    ) -> list[str]: ...
-
-    def negative_log_likelihood(self, texts: Sequence[str], max_length: int) -> tuple[float, int]:
-        """Summed NLL (nats) of the texts' tokens after the first, and how many tokens were scored."""
-        ...
-
-
-def _is_vision_checkpoint(path: Path) -> bool:
-    config = json.loads((path / "config.json").read_text())
-    return "vision_config" in config
+# The shared types live in backend_types; importing them from here keeps working.
+__all__ = ["Backend", "Decoding", "Request", "TransformersBackend", "load_backend"]
 
 
 class TransformersBackend:
@@ -77,7 +39,7 @@ class TransformersBackend:
         self.name = self.path.name
         self.device = torch.device(device)
         check_model_folder(self.path)
-        self.sees_images = _is_vision_checkpoint(self.path)
+        self.sees_images = is_vision_checkpoint(self.path)
         if self.sees_images:
             self.processor = load_with_transformers(lambda: AutoProcessor.from_pretrained(self.path), self.path,
                                                     "processor")
@@ -97,21 +59,7 @@ class TransformersBackend:
 
     def render(self, request: Request) -> str:
         """The prompt string the model sees, through its own chat template when it has one."""
-        if request.image is not None and not self.sees_images:
-            raise VadasmError(f"{self.path}: a text-only model was asked about an image")
-        template_owner = self.processor if self.processor is not None else self.tokenizer
-        if getattr(template_owner, "chat_template", None) is None:
-            return PLAIN_QA.format(question=request.text)
-        content: list[dict] | str
-        if self.processor is not None:
-            content = ([{"type": "image"}] if request.image is not None else []) + [
-                {"type": "text", "text": request.text}
-            ]
-        else:
-            content = request.text
-        return template_owner.apply_chat_template(
-            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
-        )
+        return render_prompt(request, self.path, self.processor, self.tokenizer)
 
     def encode(self, batch: Sequence[Request], answers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Model inputs for a batch of prompts; with `answers`, each prompt is followed by its answer

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from vadasm.errors import VadasmError
-from vadasm.eval.backends import Backend, Decoding, Request
+from vadasm.eval.backend_types import Backend, Decoding, Request
 from vadasm.eval.tasks import GENERATIVE_TASKS, Item, derange_images, perplexity_texts
 
 TASK_NAMES = (*GENERATIVE_TASKS, "perplexity")

@@ -19,7 +19,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from vadasm.errors import VadasmError
-from vadasm.eval.backends import Decoding, load_backend
+from vadasm.eval.backend_types import Decoding
+from vadasm.eval.backends import load_backend
 from vadasm.eval.benchmarks.runner import run_benchmarks
 from vadasm.eval.benchmarks.tasks import BENCHMARKS
 from vadasm.eval.harness import EvalReport, Score, evaluate

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vadasm.errors import VadasmError
-from vadasm.eval.backends import Backend, Decoding, Request
+from vadasm.eval.backend_types import Backend, Decoding, Request
 from vadasm.eval.benchmarks.data import load_rows
 from vadasm.eval.benchmarks.loglik import backend_loglikelihoods
 from vadasm.eval.benchmarks.math_answers import equivalence_backend, last_boxed

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vadasm.errors import MissingExtraError, VadasmError
-from vadasm.eval.backends import Decoding, Request, TransformersBackend, _is_vision_checkpoint
+from vadasm.eval.backend_types import Decoding, Request, is_vision_checkpoint, render_prompt
 from vadasm.io.hf_load import check_model_folder, load_with_transformers
 
 
@@ -33,7 +33,7 @@ class VllmBackend:
         if not (self.path / "config.json").is_file():
             raise VadasmError(f"{self.path}: not a model folder (no config.json)")
         self.name = self.path.name
-        self.sees_images = _is_vision_checkpoint(self.path)
+        self.sees_images = is_vision_checkpoint(self.path)
         check_model_folder(self.path)
         self.processor = (load_with_transformers(lambda: AutoProcessor.from_pretrained(self.path), self.path,
                                                  "processor") if self.sees_images else None)
@@ -43,7 +43,9 @@ class VllmBackend:
         self.llm = vllm.LLM(model=str(self.path), gpu_memory_utilization=gpu_memory_utilization,
                             max_model_len=max_model_len, seed=0)
 
-    render = TransformersBackend.render  # identical prompts to the transformers backend
+    def render(self, request: Request) -> str:
+        """The transformers backend's prompt for the same request (one shared renderer)."""
+        return render_prompt(request, self.path, self.processor, self.tokenizer)
 
     def generate(self, requests: Sequence[Request], decoding: Decoding, desc: str = "",
                  progress: bool = True) -> list[str]:
