@@ -174,13 +174,14 @@ def test_config_errors_are_one_line_naming_the_file(tmp_path, body, problem):
 
 def test_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
     base, experts = family(tmp_path, "llama")
-    config = tmp_path / "deepseek.yml"  # an ungated shared expert: mergekit picks DeepSeek MoE (remote code)
+    config = tmp_path / "two_shared.yml"  # two shared experts: no MoE family holds them (as mergekit)
     config.write_text(f"base_model: {base}\ngate_mode: random\nexperts:\n  - source_model: {experts[0]}\n"
-                      f"  - source_model: {experts[1]}\nshared_experts:\n  - source_model: {base}\n")
+                      f"  - source_model: {experts[1]}\nshared_experts:\n  - source_model: {base}\n"
+                      f"  - source_model: {experts[0]}\n")
     run = subprocess.run([sys.executable, "-m", "vadasm", "moe", "build", str(config), str(tmp_path / "out")],
                          capture_output=True, text=True)
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
-    assert run.stderr.startswith("error: ") and "DeepSeek MoE output" in run.stderr
+    assert run.stderr.startswith("error: ") and "no MoE output family fits" in run.stderr
     assert not (tmp_path / "out").exists()
     inside = write_config(tmp_path / "inside.yml", base, experts)
     with pytest.raises(VadasmError, match="lies inside the input"):

@@ -105,7 +105,8 @@ def _emit(result, as_json: bool, quiet: bool) -> None:
 @moe_app.command("build")
 def build(
     config: Annotated[str, typer.Argument(help="A mergekit-moe YAML config (base_model, gate_mode, experts ...).")],
-    output: Annotated[str, typer.Argument(help="Output folder (a Mixtral, Qwen MoE or Qwen3 MoE checkpoint).")],
+    output: Annotated[str, typer.Argument(
+        help="Output folder (a Mixtral, Qwen MoE, Qwen3 MoE or DeepSeek MoE checkpoint).")],
     allow_all_same: Annotated[bool, typer.Option(
         "--i-understand-this-is-not-useful-without-training",
         help="Build even when every expert is the same model (sparse upcycling before training).")] = False,
@@ -118,7 +119,9 @@ def build(
     Attention, norms and embeddings come from base_model, each expert's MLP from its source_model;
     routers from gate_mode: hidden (prompts' hidden states, as mergekit), cheap_embed (prompts' token
     embeddings), random / uniform_random (seeded by `seed:`), or router_input (vadasm: mean MLP input of
-    each expert's prompts, centred over experts). DeepSeek MoE output (remote code) is refused.
+    each expert's prompts, centred over experts). A shared expert without prompts (or architecture:
+    deepseek) gives a DeepSeek MoE, as mergekit: no transformers class loads it, loading needs
+    deepseek-ai's remote code (trust_remote_code=True).
 
     Example: vadasm moe build clowncar.yml ./clowncar-moe
     """
@@ -129,6 +132,7 @@ def build(
     lines = [f"moe build: {result.architecture} with {len(result.experts)} experts "
              f"({len(result.shared_experts)} shared), gates {result.gate_mode}, {result.tensors} tensors -> "
              f"{result.output} in {result.seconds:.1f}s"]
+    lines += [f"  warning: {w}" for w in result.warnings]
     if result.degenerate_layers:
         lines.append(f"  warning: layers {result.degenerate_layers} have nearly parallel router rows "
                      "(prompts too similar); some experts will be rarely used")

@@ -29,7 +29,7 @@ from vadasm.moe.gates import (
     signal_function,
     tokenize_prompts,
 )
-from vadasm.moe.outputs import PROJECTIONS, MoeOutput, output_config, select_output
+from vadasm.moe.outputs import PROJECTIONS, MoeOutput, output_config, output_warnings, select_output
 
 EMBED = "model.embed_tokens.weight"
 
@@ -44,6 +44,7 @@ class MoeBuildResult:
     shared_experts: list[str]
     tensors: int = 0
     degenerate_layers: list[int] = field(default_factory=list)  # gate rows nearly parallel (cond > 5)
+    warnings: list[str] = field(default_factory=list)  # also listed under the card's limits
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -98,7 +99,8 @@ def build_moe(config: MoeBuildConfig, output: str | Path, force: bool = False, p
                                         float(torch.linalg.cond(gates[i].float())) > 5.0]
         plan = _plan(moe, config, base, opened, gates, layers, dtype)
         out_config = output_config(moe, base.config, len(config.experts), config.experts_per_token,
-                                   _dtype_name(dtype or base.dtype(EMBED)))
+                                   _dtype_name(dtype or base.dtype(EMBED)), len(shared), config.base_model)
+        result.warnings = output_warnings(moe, out_config)
         _write(output, force, plan, out_config, base, list(opened.values()), config, result, source_text,
                started, progress)
     finally:
@@ -124,6 +126,9 @@ def _write(output: str | Path, force: bool, plan: Plan, out_config: dict, base: 
         result.seconds = round(time.perf_counter() - started, 3)
         write_provenance(tmp, provenance_record("moe_build", config=config.model_dump(exclude_none=True),
                                                 inputs=input_records(inputs), result=result.to_dict()))
+        from vadasm.card import render_card  # the card reads vadasm_config.json back (warnings as limits)
+
+        (tmp / "README.md").write_text(render_card(tmp, location=Path(output)))
 
 
 Plan = list[tuple[PlannedTensor, Callable[[], torch.Tensor]]]

@@ -5,6 +5,11 @@ name prefix, Mixtral wins when it fits, otherwise the first family that supports
 Tensor names are those transformers itself saves (per-expert `block_sparse_moe.experts.E.w1` for
 Mixtral, `mlp.experts.E.gate_proj` for Qwen MoE), which every transformers version and llama.cpp read;
 mergekit 0.1.5 writes transformers 5's fused in-memory layout (`experts.gate_up_proj`) instead.
+
+DeepSeek MoE (model_type `deepseek`, DeepSeek-MoE 16B's layout: Llama attention, `mlp.experts.E.*`,
+`mlp.gate.weight`, one ungated `mlp.shared_experts.*`) has no transformers class: transformers'
+deepseek_v2/v3 use multi-head latent attention, not Llama's q/k/v. Its config is mergekit's (with an
+`auto_map` to deepseek-ai/deepseek-moe-16b-base's remote code), so loading it needs `trust_remote_code=True`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ class MoeOutput:
     class_name: str
     input_types: tuple[str, ...]
     shared: str  # "none", "gated" (a shared expert with its own sigmoid gate) or "ungated"
-    stock: bool = True  # False: no stock transformers class (remote code); vadasm does not write it
+    remote_code: bool = False  # True: no transformers class; loading needs the family's remote code
 
     def expert_name(self, layer: int, expert: int, projection: str) -> str:
         if self.model_type == "mixtral":
@@ -32,7 +37,8 @@ class MoeOutput:
         return f"model.layers.{layer}.mlp.experts.{expert}.{projection}_proj.weight"
 
     def shared_name(self, layer: int, projection: str) -> str:
-        return f"model.layers.{layer}.mlp.shared_expert.{projection}_proj.weight"
+        block = "shared_experts" if self.model_type == "deepseek" else "shared_expert"
+        return f"model.layers.{layer}.mlp.{block}.{projection}_proj.weight"
 
     def router_name(self, layer: int) -> str:
         block = "block_sparse_moe" if self.model_type == "mixtral" else "mlp"
@@ -63,7 +69,8 @@ class MoeOutput:
 
 OUTPUTS = (
     MoeOutput("Mixtral", "mixtral", "MixtralForCausalLM", ("llama", "mistral"), "none"),
-    MoeOutput("DeepSeek MoE", "deepseek", "DeepseekForCausalLM", ("llama", "mistral"), "ungated", stock=False),
+    MoeOutput("DeepSeek MoE", "deepseek", "DeepseekForCausalLM", ("llama", "mistral"), "ungated",
+              remote_code=True),
     MoeOutput("Qwen MoE", "qwen2_moe", "Qwen2MoeForCausalLM", ("llama", "mistral", "qwen2"), "gated"),
     MoeOutput("Qwen3 MoE", "qwen3_moe", "Qwen3MoeForCausalLM", ("qwen3",), "none"),
 )
@@ -80,19 +87,18 @@ def select_output(config: MoeBuildConfig, model_types: list[str]) -> MoeOutput:
     fitting = [o for o in candidates if reasons[o.name] is None]
     if not fitting:
         raise ValueError("no MoE output family fits these models: " + "; ".join(reasons.values()))
-    chosen = next((o for o in fitting if o.name == "Mixtral"), fitting[0])
-    if not chosen.stock:
-        raise ValueError(f"{chosen.name} output (model_type '{chosen.model_type}') has no stock transformers class "
-                         "(mergekit's needs deepseek-ai's remote code); vadasm does not write it: drop the shared "
-                         "expert for Mixtral, or give it prompts and set architecture: qwen")
-    return chosen
+    return next((o for o in fitting if o.name == "Mixtral"), fitting[0])
 
 
-def output_config(output: MoeOutput, base_config: dict, experts: int, per_token: int, dtype: str | None) -> dict:
+def output_config(output: MoeOutput, base_config: dict, experts: int, per_token: int, dtype: str | None,
+                  shared: int = 0, base_ref: str = "") -> dict:
     """config.json of the MoE: the base's fields in the family's config class, with mergekit's MoE settings."""
     import json
 
     import transformers
+
+    if output.model_type == "deepseek":
+        return deepseek_config(base_config, experts, shared, per_token, dtype, base_ref)
 
     fields = {k: v for k, v in base_config.items()
               if k not in ("model_type", "architectures", "transformers_version", "auto_map", "torch_dtype")}
@@ -116,3 +122,49 @@ def output_config(output: MoeOutput, base_config: dict, experts: int, per_token:
     if dtype is not None:
         result["dtype"] = dtype
     return result
+
+
+DEEPSEEK_REMOTE = "deepseek-ai/deepseek-moe-16b-base"
+
+
+def deepseek_config(base_config: dict, experts: int, shared: int, per_token: int, dtype: str | None,
+                    base_ref: str) -> dict:
+    """mergekit 0.1.5's DeepSeek MoE config (`DeepseekMoE._generate_config`): the base's whole config
+    dict (as transformers' `to_dict` gives it) with the MoE fields and the remote-code `auto_map`.
+
+    Two additions, both fields the remote `DeepseekConfig` reads that transformers 5's `to_dict` leaves
+    inside `rope_parameters` or writes as `dtype` only: `rope_theta` (else the remote code uses 10000)
+    and `dtype` equal to `torch_dtype` (mergekit keeps the base's `dtype` beside its own `torch_dtype`).
+    """
+    import transformers
+
+    fields = {k: v for k, v in base_config.items() if k not in ("transformers_version", "auto_map")}
+    result = transformers.CONFIG_MAPPING[base_config["model_type"]].from_dict(fields).to_dict()
+    result["_name_or_path"] = base_ref  # mergekit reads the base with from_pretrained(ref)
+    result.update({
+        "architectures": ["DeepseekForCausalLM"], "model_type": "deepseek", "n_routed_experts": experts,
+        "n_shared_experts": shared or None, "num_experts_per_tok": per_token, "first_k_dense_replace": 0,
+        "moe_layer_freq": 1, "scoring_func": "softmax", "norm_topk_prob": True,
+        "moe_intermediate_size": result["intermediate_size"],
+        "auto_map": {"AutoConfig": f"{DEEPSEEK_REMOTE}--configuration_deepseek.DeepseekConfig",
+                     "AutoModel": f"{DEEPSEEK_REMOTE}--modeling_deepseek.DeepseekModel",
+                     "AutoModelForCausalLM": f"{DEEPSEEK_REMOTE}--modeling_deepseek.DeepseekForCausalLM"}})
+    rope = result.get("rope_parameters")
+    if "rope_theta" not in result and isinstance(rope, dict) and "rope_theta" in rope:
+        result["rope_theta"] = rope["rope_theta"]
+    if dtype is not None:
+        result["torch_dtype"] = result["dtype"] = dtype
+    return result
+
+
+def output_warnings(output: MoeOutput, out_config: dict) -> list[str]:
+    """What a user must know to load the output: remote code, and rope settings that code cannot read."""
+    if not output.remote_code:
+        return []
+    warnings = [f"{output.name} has no transformers class: loading needs {DEEPSEEK_REMOTE}'s remote code "
+                "(from_pretrained(..., trust_remote_code=True)), as mergekit's output does"]
+    rope = out_config.get("rope_parameters") or {}
+    if rope.get("rope_type", "default") != "default" and not out_config.get("rope_scaling"):
+        warnings.append(f"rope_type '{rope['rope_type']}' is in rope_parameters only; the remote code reads "
+                        "rope_theta and rope_scaling (linear / dynamic) and would use plain rope")
+    return warnings
