@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, CLIPVisionModel
 
 from vadasm.errors import VadasmError
@@ -153,7 +154,8 @@ def train_clip_tower(recipe: ClipTowerRecipe, train: Labelled, val: Labelled) ->
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     generator = torch.Generator().manual_seed(recipe.seed)
     start, losses, history = time.time(), [], []
-    for step in range(1, recipe.max_steps + 1):
+    progress = tqdm(range(1, recipe.max_steps + 1), desc="clip tower", unit="step")
+    for step in progress:
         idx = torch.randint(len(x), (recipe.batch_size,), generator=generator)
         batch = x[idx]
         flip = torch.rand(2, generator=generator)
@@ -173,6 +175,7 @@ def train_clip_tower(recipe: ClipTowerRecipe, train: Labelled, val: Labelled) ->
         if step % recipe.eval_every == 0 or step == recipe.max_steps:
             accuracy = zero_shot_accuracy(model, val)
             history.append({"step": step, "loss": round(sum(losses[-20:]) / len(losses[-20:]), 4), **accuracy})
+            progress.set_postfix(color=f"{accuracy['color']:.3f}", shape=f"{accuracy['shape']:.3f}")
             if _met(accuracy, recipe):
                 break
     if not _met(accuracy, recipe):

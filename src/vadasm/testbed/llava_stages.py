@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from vadasm.errors import MissingExtraError, VadasmError
@@ -142,7 +143,7 @@ def feature_alignment(model: LlavaForConditionalGeneration, processor: LlavaProc
     pad = processor.tokenizer.pad_token_id or 0
     start, losses, history = time.time(), [], []
     model.train()
-    for step in range(1, recipe.align_max_steps + 1):
+    for step in tqdm(range(1, recipe.align_max_steps + 1), desc="feature alignment", unit="step"):
         idx = torch.randint(len(x), (recipe.batch_size,), generator=generator).tolist()
         prompts = torch.randint(len(CAPTION_PROMPTS), (len(idx),), generator=generator).tolist()
         templates = torch.randint(len(LM_CAPTIONS), (len(idx),), generator=generator).tolist()
@@ -231,7 +232,7 @@ def instruction_tuning(model: LlavaForConditionalGeneration, processor: LlavaPro
     pad = processor.tokenizer.pad_token_id or 0
     start, losses, history = time.time(), [], []
     model.train()
-    for step in range(1, recipe.tune_max_steps + 1):
+    for step in tqdm(range(1, recipe.tune_max_steps + 1), desc="instruction tuning", unit="step"):
         span = range((step - 1) * recipe.batch_size, step * recipe.batch_size)
         items = [train[order[k]] for k in span]
         batch = collate([encode_item(processor, instruction(item, INSTRUCTIONS[forms[k]]), item.answers[0])
