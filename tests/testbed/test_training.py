@@ -103,3 +103,40 @@ def test_patches_alternate_between_naming_the_colour_and_the_shape():
         ["blue", "rectangle", "blue", "rectangle"],
         ["red", "triangle", "red", "triangle"],
     ]
+
+
+def test_donor_lora_is_checked_on_val_questions_and_keeps_training_until_its_budget(tmp_path):
+    lm = make_text_lm(tmp_path / "lm")
+    _, model, processor = make_tiny_llava(tmp_path / "vlm", lm)
+    items = fake_vqa_items(write_images(tmp_path / "images"))
+    pixels = load_pixels(items, image_processor(16))
+    recipe = DonorRecipe(base="tiny", steps=5, round_steps=3, eval_every=2, batch_size=4, lr_lora=1e-2,
+                         min_val_accuracy=1.01, val_questions=8)
+    metrics = train_donor(model, processor, items, pixels, recipe, val=items)
+    rounds = metrics["rounds"]
+    assert not rounds.met and rounds.steps_used == 5 and metrics["questions_seen"] == 20
+    assert [p["step"] for p in rounds.curve] == [2, 3, 5]  # every 2 steps and at each round's end
+    assert {"all", "what_color", "what_shape"} <= set(rounds.curve[0])
+    assert all(0.0 <= v <= 1.0 for p in rounds.curve for k, v in p.items() if k != "step")
+    assert not any("lora" in name for name in model.state_dict())  # merged even when the criterion failed
+
+
+def test_recipient_is_checked_on_val_problems(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from vadasm.testbed.recipient import RecipientRecipe, train_recipient
+
+    folder = make_text_lm(tmp_path / "lm")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['role'] + ' : ' + m['content'] + ' ' + eos_token }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'assistant :' }}{% endif %}"
+    )
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    recipe = RecipientRecipe(steps=4, round_steps=2, eval_every=2, batch_size=2, val_problems=6,
+                             min_val_accuracy=1.01)
+    metrics = train_recipient(model, tokenizer, recipe)
+    rounds = metrics["rounds"]
+    assert not rounds.met and rounds.steps_used == 4 and metrics["problems_seen"] == 8
+    assert [p["step"] for p in rounds.curve] == [2, 4] and "all" in rounds.curve[0]
+    assert metrics["criterion"].thresholds == {"all": 1.01}
