@@ -77,12 +77,13 @@ def test_bad_parameter_flags_are_one_line(tmp_path, flags, message):
 
 
 def test_parameter_flags_are_typed_by_the_method():
-    from vadasm.cli.merge_cmd import _apply_flags
+    from vadasm.cli.merge_cmd import RecipeFlags
     from vadasm.merge import recipe_from_dict
 
-    raw = _apply_flags({}, "linear", None, ["a", "b"], None, None, ["normalize=1"], None, False)
+    raw = RecipeFlags(method="linear", model=["a", "b"], param=["normalize=1"]).apply({})
     assert recipe_from_dict(raw, source="flags").parameters == {"normalize": True}
-    raw = _apply_flags({}, "ties", "b", ["x", "y"], [0.5], None, ["lambda=2", "normalize=off"], None, False)
+    raw = RecipeFlags(method="ties", base="b", model=["x", "y"], weight=[0.5],
+                      param=["lambda=2", "normalize=off"]).apply({})
     assert recipe_from_dict(raw, source="flags").parameters == {"lambda": 2.0, "normalize": False}
 
 

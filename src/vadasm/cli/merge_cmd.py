@@ -2,59 +2,88 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, replace
 from typing import Annotated
 
 import typer
 
 from vadasm.cli import app
-from vadasm.cli.common import AllowPickle, AsJson, Device, Force, Quiet, TrustRemoteCode, check_run_flags, emit
+from vadasm.cli.common import AsJson, Quiet, check_run_flags, emit
+from vadasm.cli.options import options_from
 from vadasm.errors import VadasmError
-from vadasm.io import DEFAULT_SHARD_SIZE
 from vadasm.merge import MergeOptions, recipe_from_dict, run_merge
 from vadasm.merge.multi import plan_stages, read_recipe_documents, run_multi_merge
 from vadasm.methods import method_names
+from vadasm.options import flag_name, option
+
+
+@dataclass
+class RecipeFlags:
+    """Recipe settings given as flags (mergekit-yaml's shortcuts): they build or override the recipe."""
+
+    method: str | None = option(None, help=(
+        f"One of: {', '.join(method_names())} (overrides the recipe; `vadasm methods` lists their parameters)."))
+    base: str | None = option(None, help="Base model (folder or Hub id) for task-vector methods and slerp.")
+    model: list[str] = option(default_factory=list, help="An input model; repeat for each.")
+    weight: list[float] = option(default_factory=list, help="Weight per --model, in order (one value: all).")
+    density: list[float] = option(default_factory=list, help=(
+        "Fraction of each delta kept (ties/dare), per --model or one for all."))
+    calibration: list[str] = option(default_factory=list, help=(
+        "regmean: each model's calibration data, a JSONL file of {\"text\"[, \"answer\"]} records or a "
+        "built-in task (its train split), per --model or one for all (--param calibration_samples=N: items "
+        "per model, default 128). Each model is run on its data first; memory: one fp32 Gram matrix "
+        "(in_features x in_features) per linear layer per model, held until the merge ends."))
+    param: list[str] = option(default_factory=list, help=(
+        "Global parameter KEY=VALUE, e.g. normalize=false, lambda=0.8, t=0.5. Repeatable."))
+    seed: int | None = option(None, help="Seed for DARE's random masks (recorded in vadasm_config.json).")
+    exclude_norms: bool = option(False, help="Copy normalisation weights from the base instead of merging them.")
+
+    def given(self) -> list[str]:
+        """The flags that were given, e.g. ['--method', '--param']."""
+        return [flag_name(f) for f in fields(self) if getattr(self, f.name)]
+
+    def apply(self, raw: dict) -> dict:
+        """`raw` (a recipe as a dict, maybe empty) with these flags written into it."""
+        if self.method:
+            raw["merge_method"] = self.method
+        if self.base:
+            raw["base_model"] = self.base
+        if self.model:
+            raw["models"] = [{"model": m, "parameters": {}} for m in self.model]
+        entries = raw.get("models") or []
+        if len(self.calibration) == 1 and not entries:  # a slices recipe: the default for every source
+            raw.setdefault("parameters", {})["calibration"] = self.calibration[0]
+        for key, values in (("weight", self.weight), ("density", self.density), ("calibration", self.calibration)):
+            if not values:
+                continue
+            if len(values) not in (1, len(entries)):
+                raise VadasmError(f"--{key}: give one value or one per --model ({len(entries)})")
+            for i, entry in enumerate(entries):
+                entry.setdefault("parameters", {})[key] = values[i if len(values) > 1 else 0]
+        for item in self.param:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise VadasmError(f"--param {item}: expected KEY=VALUE")
+            raw.setdefault("parameters", {})[key.strip()] = value.strip()  # typed by the method's Param when checked
+        if self.seed is not None:
+            raw["seed"] = self.seed
+        if self.exclude_norms:
+            raw["exclude_norms"] = True
+        return raw
 
 
 @app.command("merge")
+@options_from(MergeOptions)
+@options_from(RecipeFlags, param="flags")
 def merge(
     paths: Annotated[list[str], typer.Argument(
         metavar="[RECIPE.yaml] OUTPUT_DIR",
         help="mergekit-yaml order: recipe then output folder; or only the output folder with --method/--model.")],
-    method: Annotated[str | None, typer.Option(
-        help=f"One of: {', '.join(method_names())} (overrides the recipe; `vadasm methods` lists their "
-             "parameters).")] = None,
-    base: Annotated[str | None, typer.Option(
-        help="Base model (folder or Hub id) for task-vector methods and slerp.")] = None,
-    model: Annotated[list[str] | None, typer.Option(help="An input model; repeat for each.")] = None,
-    weight: Annotated[list[float] | None, typer.Option(help="Weight per --model, in order (one value: all).")] = None,
-    density: Annotated[list[float] | None, typer.Option(
-        help="Fraction of each delta kept (ties/dare), per --model or one for all.")] = None,
-    calibration: Annotated[list[str] | None, typer.Option(
-        help="regmean: each model's calibration data, a JSONL file of {\"text\"[, \"answer\"]} records or a "
-             "built-in task (its train split), per --model or one for all (--param calibration_samples=N: items "
-             "per model, default 128). Each model is run on its data first; memory: one fp32 Gram matrix "
-             "(in_features x in_features) per linear layer per model, held until the merge ends.")] = None,
-    param: Annotated[list[str] | None, typer.Option(
-        help="Global parameter KEY=VALUE, e.g. normalize=false, lambda=0.8, t=0.5. Repeatable.")] = None,
-    dtype: Annotated[str | None, typer.Option(
-        help="Output dtype (float32, bfloat16, float16). Arithmetic is always fp32.")] = None,
-    shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB, 500MB.")] = DEFAULT_SHARD_SIZE,
-    seed: Annotated[int | None, typer.Option(
-        help="Seed for DARE's random masks (recorded in vadasm_config.json).")] = None,
-    exclude_norms: Annotated[bool, typer.Option(
-        "--exclude-norms", help="Copy normalisation weights from the base instead of merging them.")] = False,
-    align: Annotated[str | None, typer.Option(
-        help="Permute each input's MLP neurons and attention heads to match the base (Hungarian weight "
-             "matching) before merging: 'weights' or 'activations' (measured on held-out validation text).")] = None,
+    flags: RecipeFlags,
+    options: MergeOptions,
     intermediate_dir: Annotated[str | None, typer.Option(
         help="For a recipe of several `---`-separated documents (mergekit-multi): keep each named merge in "
              "this folder (DIR/NAME); default: a temporary folder removed at the end.")] = None,
-    threads: Annotated[int, typer.Option(
-        help="Torch threads for the math (a reader thread overlaps I/O); more pays only on idle cores.")] = 1,
-    device: Device = "cpu",
-    force: Force = False,
-    allow_pickle: AllowPickle = False,
-    trust_remote_code: TrustRemoteCode = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -73,16 +102,11 @@ def merge(
 
     Example: vadasm merge examples/ties.yaml ./merged
     """
-    device = check_run_flags(device=device, threads=threads, shard_size=shard_size)
-    options = MergeOptions(dtype=dtype, shard_size=shard_size, force=force, allow_pickle=allow_pickle,
-                           trust_remote_code=trust_remote_code, device=device, threads=threads,
-                           progress=not (quiet or as_json), align=align)
+    device = check_run_flags(device=options.device, threads=options.threads, shard_size=options.shard_size)
+    options = replace(options, device=device, progress=not (quiet or as_json))
     documents = read_recipe_documents(paths[0]) if len(paths) == 2 else []
     if len(documents) > 1:
-        overrides = [flag for flag, value in (("--method", method), ("--base", base), ("--model", model),
-                                              ("--weight", weight), ("--density", density), ("--param", param),
-                                              ("--seed", seed), ("--exclude-norms", exclude_norms),
-                                              ("--calibration", calibration)) if value]
+        overrides = flags.given()
         if overrides:
             raise VadasmError(f"{paths[0]}: {', '.join(overrides)} cannot apply to a recipe of "
                               f"{len(documents)} documents; write the values into its documents")
@@ -104,7 +128,7 @@ def merge(
     else:
         raise VadasmError("give RECIPE.yaml OUTPUT_DIR, or OUTPUT_DIR with --method and --model")
     output = paths[-1]
-    raw = _apply_flags(raw, method, base, model, weight, density, param, seed, exclude_norms, calibration)
+    raw = flags.apply(raw)
     recipe = recipe_from_dict(raw, source=paths[0] if len(paths) == 2 else "flags")
     result = run_merge(recipe, output, options)
     lines = [f"merged {result.merged}/{result.tensors} tensors ({result.architecture}, {result.merge_method}) "
@@ -117,32 +141,3 @@ def merge(
                      f"reference {summary['distance_before']:.4g} -> {summary['distance_after']:.4g}")
     emit(result.to_dict(), as_json, lines, quiet)
 
-
-def _apply_flags(raw: dict, method, base, models, weights, densities, params, seed, exclude_norms,
-                 calibrations=None) -> dict:
-    if method:
-        raw["merge_method"] = method
-    if base:
-        raw["base_model"] = base
-    if models:
-        raw["models"] = [{"model": m, "parameters": {}} for m in models]
-    entries = raw.get("models") or []
-    if calibrations and len(calibrations) == 1 and not entries:  # a slices recipe: the default for every source
-        raw.setdefault("parameters", {})["calibration"] = calibrations[0]
-    for key, values in (("weight", weights), ("density", densities), ("calibration", calibrations)):
-        if not values:
-            continue
-        if len(values) not in (1, len(entries)):
-            raise VadasmError(f"--{key}: give one value or one per --model ({len(entries)})")
-        for i, entry in enumerate(entries):
-            entry.setdefault("parameters", {})[key] = values[i if len(values) > 1 else 0]
-    for item in params or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise VadasmError(f"--param {item}: expected KEY=VALUE")
-        raw.setdefault("parameters", {})[key.strip()] = value.strip()  # typed by the method's Param when checked
-    if seed is not None:
-        raw["seed"] = seed
-    if exclude_norms:
-        raw["exclude_norms"] = True
-    return raw
