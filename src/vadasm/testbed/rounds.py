@@ -12,6 +12,7 @@ is the fixed-step recipe the testbed used before.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -97,6 +98,8 @@ def train_in_rounds(
                 if criterion.enabled and ((i + 1) % budget.eval_every == 0 or i + 1 == length):
                     values = {name: round(value, 4) for name, value in measure().items()}
                     curve.append({"step": steps, **values})
+                    progress.write(f"{desc}: step {steps}: val " + ", ".join(
+                        f"{k} {100 * v:.1f}%" for k, v in values.items() if k in criterion.thresholds), file=sys.stderr)
                     if criterion.met(values):
                         return RoundsResult(steps, True, curve, _mean_tail(losses))
             round_index += 1
