@@ -76,7 +76,7 @@ def test_matches_mergekits_formula_in_blocks(monkeypatch, filter_wise, shape):
     models = [base + 0.1 * torch.randn(shape, generator=gen) + 0.05 * (i + 1) for i in range(3)]
     expected = mergekit_model_stock(base, models, filter_wise)
     assert torch.allclose(model_stock(base, models, filter_wise), expected, atol=1e-6)
-    monkeypatch.setattr(model_stock_module, "_BLOCK_ELEMENTS", 4)  # rows and columns split into blocks
+    monkeypatch.setattr(model_stock_module, "CHUNK_ELEMENTS", 4)  # rows and columns split into blocks
     assert torch.allclose(model_stock(base, models, filter_wise), expected, atol=1e-6)
 
 
