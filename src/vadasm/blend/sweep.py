@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -29,11 +29,11 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from vadasm.blend.decompose import DecompositionStore, is_float_matrix
+from vadasm.blend.options import BlendOptions
 from vadasm.blend.select import EMBEDDINGS_NOT_SELECTED, TensorRoles, TensorSelector
 from vadasm.blend.svd import Svd, blend_weights, interpolate_weights, sigma_shift, singular_values_fp32, svd_fp32
 from vadasm.errors import VadasmError
 from vadasm.io import (
-    DEFAULT_SHARD_SIZE,
     Checkpoint,
     PlannedTensor,
     ShardedWriter,
@@ -49,25 +49,6 @@ SIGMA_SUMMARY = "sigma_logs.json"
 SUMMARY_FILE = "blend_summary.json"
 EXCLUDED_EMBEDDINGS = "excluded_embeddings"
 LINEAR_RULE = "linear: a*W_after + (1-a)*W_before (alpha 0 = before, alpha 1 = after, exactly)"
-
-
-def _every_2d_weight() -> TensorSelector:
-    return TensorSelector(include_embeddings=True)
-
-
-@dataclass
-class BlendOptions:
-    alphas: list[float]
-    selector: TensorSelector = field(default_factory=_every_2d_weight)
-    rank: int | None = None
-    dtype: torch.dtype | None = None
-    device: str = "cpu"
-    from_decomposition: str | None = None
-    shard_size: str = DEFAULT_SHARD_SIZE
-    force: bool = False
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
-    progress: bool = True
 
 
 @dataclass

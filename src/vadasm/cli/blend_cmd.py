@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 
 from vadasm.blend import BlendOptions, TensorSelector, run_blend, run_decompose, run_rotations
+from vadasm.blend.options import EXCLUDE_HELP, INCLUDE_HELP
 from vadasm.blend.sweep import EXCLUDED_EMBEDDINGS
 from vadasm.cli import app
 from vadasm.cli.common import (
@@ -20,54 +22,21 @@ from vadasm.cli.common import (
     emit,
     resolve_device,
 )
-from vadasm.errors import VadasmError
-from vadasm.io import DEFAULT_SHARD_SIZE, parse_dtype
+from vadasm.cli.options import options_from
 
-Include = Annotated[list[str] | None, typer.Option(
-    "--include", help="Only tensors matching this glob (whole name) or 're:REGEX' (searched). Repeatable.")]
-Exclude = Annotated[list[str] | None, typer.Option(
-    "--exclude", help="Leave out tensors matching this glob or 're:REGEX'. Repeatable.")]
+Include = Annotated[list[str] | None, typer.Option("--include", help=INCLUDE_HELP)]
+Exclude = Annotated[list[str] | None, typer.Option("--exclude", help=EXCLUDE_HELP)]
 IncludeEmbeddings = Annotated[bool, typer.Option(
     "--include-embeddings", help="Also process token embeddings and the LM head (off: vocabulary-sized SVDs).")]
-BlendEmbeddings = Annotated[bool, typer.Option(
-    "--include-embeddings/--exclude-embeddings",
-    help="Token embeddings and LM head: SVD-blended like every other 2-D weight (default, as the seed), "
-         "or left out of the SVD and interpolated linearly, a*W_after + (1-a)*W_before, so alpha 0 has "
-         "the before model's and alpha 1 the after model's exactly (recorded in svd_blend_meta.json).")]
-
-
-def parse_alphas(text: str) -> list[float]:
-    try:
-        alphas = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise VadasmError(f"--alphas '{text}': expected comma-separated numbers, e.g. 0,0.2,0.4,0.6,0.8,1.0") from None
-    if not all(a == a and abs(a) != float("inf") for a in alphas):
-        raise VadasmError(f"--alphas '{text}': alphas must be finite numbers")
-    return alphas
 
 
 @app.command("blend")
+@options_from(BlendOptions, defaults={"device": "auto"})
 def blend(
     before: Annotated[str, typer.Option(help="Model before fine-tuning / RL (folder or Hub id).")],
     after: Annotated[str, typer.Option(help="Model after fine-tuning / RL; its U, Vh and other tensors are kept.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Folder that receives alpha_{a:.1f}/ checkpoints.")],
-    alphas: Annotated[str, typer.Option(
-        help="Comma-separated alphas: 1 keeps the after model, 0 gives it the before model's singular values.")]
-    = "0,0.2,0.4,0.6,0.8,1.0",
-    rank: Annotated[int | None, typer.Option(help="Blend only the top-k singular values (the rest stay as after).")]
-    = None,
-    from_decomposition: Annotated[str | None, typer.Option(
-        help="Reuse the after model's SVDs from a 'vadasm decompose' folder instead of computing them.")] = None,
-    include: Include = None,
-    exclude: Exclude = None,
-    include_embeddings: BlendEmbeddings = True,
-    dtype: Annotated[str | None, typer.Option(
-        help="Output dtype (float32, bfloat16, float16); default: each tensor keeps the after model's.")] = None,
-    shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB, 500MB.")] = DEFAULT_SHARD_SIZE,
-    device: Device = "auto",
-    force: Force = False,
-    allow_pickle: AllowPickle = False,
-    trust_remote_code: TrustRemoteCode = False,
+    options: BlendOptions,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -95,21 +64,15 @@ def blend(
 
     Example: vadasm blend --before ./base --after ./rl --output ./blends
     """
-    check_run_flags(shard_size=shard_size)
-    options = BlendOptions(
-        alphas=parse_alphas(alphas),
-        selector=TensorSelector(include or [], exclude or [], include_embeddings),
-        rank=rank, dtype=parse_dtype(dtype) if dtype else None, device=resolve_device(device),
-        from_decomposition=from_decomposition, shard_size=shard_size, force=force, allow_pickle=allow_pickle,
-        trust_remote_code=trust_remote_code, progress=not (quiet or as_json),
-    )
+    check_run_flags(shard_size=options.shard_size)
+    options = replace(options, device=resolve_device(options.device), progress=not (quiet or as_json))
     result = run_blend(before, after, output, options)
     lines = [f"blended {result.blended}/{result.tensors} tensors for {len(result.folders)} alphas "
              f"-> {result.output} in {result.seconds:.1f}s"]
     lines += [f"  {'interpolated linearly' if reason == EXCLUDED_EMBEDDINGS else 'copied from after'}: "
               f"{count} x {reason}" for reason, count in sorted(result.skipped.items())]
     if result.reused_decompositions:
-        lines.append(f"  reused {result.reused_decompositions} SVDs from {from_decomposition}")
+        lines.append(f"  reused {result.reused_decompositions} SVDs from {options.from_decomposition}")
     emit(result.to_dict(), as_json, lines, quiet)
 
 

@@ -93,9 +93,9 @@ def _flags(cls: type, path: tuple[str, ...], instance: Any, defaults: dict[str, 
     flags: list[_Flag] = []
     for field in dataclasses.fields(cls):
         meta = option_meta(field)
-        kind = _field_type(cls, field)
-        if meta is not None and not meta.cli:
+        if not field.init or (meta is not None and not meta.cli):
             continue
+        kind = _field_type(cls, field)
         if dataclasses.is_dataclass(kind):
             nested = getattr(instance, field.name) if instance is not None else _default(field)
             flags += _flags(kind, (*path, field.name), nested, defaults)
