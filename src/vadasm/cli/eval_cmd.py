@@ -50,6 +50,10 @@ def eval_command(
         help="Math benchmarks: samples per problem (pass@1 over them; needs --sample when > 1).")] = 1,
     max_new_tokens: Annotated[int | None, typer.Option(
         help="Override the task's reply length (math default 2048).")] = None,
+    prompt_format: Annotated[str | None, typer.Option(
+        help="Question wording of the tasks that offer a choice (easyvqa, vqav2, okvqa): bare (the question "
+             "alone) or short-answer (LLaVA-1.5's suffix 'Answer the question using a single word or phrase.'). "
+             "Default: each task's own (easyvqa bare, vqav2/okvqa short-answer); the JSON records it.")] = None,
     models_from: Annotated[Path | None, typer.Option(
         help="Also evaluate every model folder under this one (e.g. a blend sweep's alpha_* folders).")] = None,
     gpus: Annotated[str | None, typer.Option(
@@ -134,6 +138,7 @@ def eval_command(
             keep_predictions=predictions,
             progress=not quiet and not as_json,
             pool=pool,
+            prompt_format=prompt_format,
         )
     finally:
         if pool is not None:

@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass, field
 
 from vadasm.errors import VadasmError
 from vadasm.eval.backend_types import Backend, Decoding, Request
-from vadasm.eval.tasks import GENERATIVE_TASKS, Item, derange_images, perplexity_texts
+from vadasm.eval.registry import TASKS, prompt_formats_for, task_for
+from vadasm.eval.tasks import Item, derange_images
 
-TASK_NAMES = (*GENERATIVE_TASKS, "perplexity")
+TASK_NAMES = tuple(name for name, task in TASKS.items() if not task.needs_data)  # what `evaluate` runs
 CONDITIONS = ("image", "blind", "shuffled")
 
 
@@ -45,6 +46,7 @@ class EvalReport:
     item_ids: dict[str, list[str]]
     scores: list[Score] = field(default_factory=list)
     seconds: float = 0.0
+    prompt_formats: dict[str, str] = field(default_factory=dict)  # task -> question wording used
 
     def get(self, model: str, task: str, condition: str) -> Score | None:
         return next(
@@ -88,13 +90,19 @@ def evaluate(
     keep_predictions: bool = False,
     perplexity_max_tokens: int = 512,
     progress: bool = True,
+    prompt_format: str | None = None,
 ) -> EvalReport:
-    """Score every model (loaded one at a time, in order) on the same items of every task."""
+    """Score every model (loaded one at a time, in order) on the same items of every task.
+
+    `prompt_format` words the question of every task that offers a choice (default: its own).
+    """
     unknown = [t for t in tasks if t not in TASK_NAMES]
     if unknown:
         raise VadasmError(f"unknown task(s) {', '.join(unknown)}; available: {', '.join(TASK_NAMES)}")
     decoding = decoding or Decoding()
-    items = {t: GENERATIVE_TASKS[t].items(split, limit, seed) for t in tasks if t in GENERATIVE_TASKS}
+    formats = prompt_formats_for(tasks, prompt_format)
+    chosen = {t: task_for(t, formats) for t in tasks}
+    items = {t: task.items(split, limit, seed) for t, task in chosen.items() if task.kind == "generate"}
     report = EvalReport(
         models=[name for name, _ in backends],
         tasks=list(tasks),
@@ -103,16 +111,17 @@ def evaluate(
         seed=seed,
         decoding=asdict(decoding),
         item_ids={t: [item.id for item in its] for t, its in items.items()},
+        prompt_formats=formats,
     )
     start = time.time()
     for name, load in backends:
         backend = load()
         for task_name in tasks:
-            if task_name == "perplexity":
-                nll, count = backend.negative_log_likelihood(perplexity_texts(split), perplexity_max_tokens)
-                report.scores.append(Score(name, task_name, "text", "perplexity", math.exp(nll / count), count))
+            task = chosen[task_name]
+            if task.kind == "perplexity":
+                nll, count = backend.negative_log_likelihood(task.texts(split), perplexity_max_tokens)
+                report.scores.append(Score(name, task_name, "text", task.metric, math.exp(nll / count), count))
                 continue
-            task = GENERATIVE_TASKS[task_name]
             if not task.vision:
                 conditions = ["text"]
             elif not backend.sees_images:

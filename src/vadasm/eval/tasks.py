@@ -1,8 +1,9 @@
-"""Evaluation tasks: which items to ask, how to score a reply.
+"""The built-in evaluation tasks: which items to ask, how to score a reply.
 
 A generative task turns a split into `Item`s (question, optional image, references, group for
 per-type breakdowns) and scores one reply. Items are drawn once per run and shared by every model
-and every control, so a comparison is always on identical questions.
+and every control, so a comparison is always on identical questions. Every task has the shape of
+`task_protocol.EvalTask`; `registry.TASKS` lists these beside the public benchmarks.
 """
 
 from __future__ import annotations
@@ -17,16 +18,10 @@ from pathlib import Path
 from vadasm.errors import VadasmError
 from vadasm.eval import arith, easyvqa
 from vadasm.eval.metrics import numeric_match, vqa_accuracy
+from vadasm.eval.task_protocol import PROMPT_FORMATS, Item, format_question
 
-
-@dataclass(frozen=True)
-class Item:
-    id: str
-    text: str
-    image: Path | None
-    references: tuple[str, ...]
-    group: str
-
+__all__ = ["BUILTIN_TASKS", "GENERATIVE_TASKS", "ArithTask", "EasyVqaTask", "Item", "PerplexityTask",
+           "derange_images", "first_line", "perplexity_texts"]
 
 def first_line(reply: str) -> str:
     """Short-answer tasks score the first non-empty line (base models keep talking after it)."""
@@ -43,12 +38,18 @@ class EasyVqaTask:
     metric: str = "vqa_accuracy"
     max_new_tokens: int = 5
     groups: tuple[str, ...] = easyvqa.QUESTION_TYPES
+    kind: str = "generate"
+    samples: bool = False
+    needs_data: bool = False
+    prompt_format: str = "bare"  # the question as easy-vqa words it
+    prompt_formats: tuple[str, ...] = tuple(PROMPT_FORMATS)
 
     def items(self, split: str, limit: int | None, seed: int) -> list[Item]:
         pool = list(easyvqa.load_split(split))
         if limit is not None and limit < len(pool):
             pool = random.Random(f"easyvqa-{split}-{seed}").sample(pool, limit)
-        return [Item(q.qid, q.question, q.image_path, q.answers, q.qtype) for q in pool]
+        return [Item(q.qid, format_question(self.prompt_format, q.question), q.image_path, q.answers, q.qtype)
+                for q in pool]
 
     def score(self, reply: str, item: Item) -> float:
         return vqa_accuracy(first_line(reply), item.references)
@@ -62,6 +63,11 @@ class ArithTask:
     max_new_tokens: int = 12
     groups: tuple[str, ...] = ("add", "sub", "mul", "add3")
     default_size: int = 500
+    kind: str = "generate"
+    samples: bool = False
+    needs_data: bool = False
+    prompt_format: str = ""  # fixed prompt: "What is ...? Answer with the number only."
+    prompt_formats: tuple[str, ...] = ()
 
     def items(self, split: str, limit: int | None, seed: int) -> list[Item]:
         try:
@@ -73,8 +79,6 @@ class ArithTask:
     def score(self, reply: str, item: Item) -> float:
         return float(numeric_match(first_line(reply), item.references[0]))
 
-
-GENERATIVE_TASKS = {"easyvqa": EasyVqaTask(), "arith": ArithTask()}
 
 # The held-out prose for perplexity: docstrings of stable standard-library modules. They ship with
 # every Python, no testbed model is fitted on them, and val/test use different modules.
@@ -93,6 +97,29 @@ def perplexity_texts(split: str) -> list[str]:
         paragraphs = [p.strip() for p in doc.split("\n\n") if len(p.split()) >= 8]
         texts.extend(paragraphs)
     return texts
+
+
+@dataclass(frozen=True)
+class PerplexityTask:
+    """Perplexity on held-out standard-library prose: no items, no replies, lower is better."""
+
+    name: str = "perplexity"
+    vision: bool = False
+    metric: str = "perplexity"
+    max_new_tokens: int = 0
+    kind: str = "perplexity"
+    samples: bool = False
+    needs_data: bool = False
+    prompt_format: str = ""
+    prompt_formats: tuple[str, ...] = ()
+
+    def texts(self, split: str) -> list[str]:
+        return perplexity_texts(split)
+
+
+BUILTIN_TASKS = {"easyvqa": EasyVqaTask(), "arith": ArithTask(), "perplexity": PerplexityTask()}
+# The tasks with question items (graft calibration draws its prompts from these).
+GENERATIVE_TASKS = {name: task for name, task in BUILTIN_TASKS.items() if task.kind == "generate"}
 
 
 def derange_images(items: Sequence[Item], seed: int) -> list[Path | None]:

@@ -167,22 +167,11 @@ class HarnessObjective:
 
     def score(self, folder: Path, split: str, controls: bool) -> dict[str, float]:
         from vadasm.eval.backends import Decoding, load_backend
-        from vadasm.eval.benchmarks import BENCHMARKS, run_benchmarks
-        from vadasm.eval.harness import evaluate
+        from vadasm.eval.benchmarks.multi import evaluate_parts
         from vadasm.tune.gate import scores_of
 
-        tasks = list(self.weights)
         decoding = Decoding(seed=self.seed, batch_size=self.batch_size)
         load = [("candidate", partial(load_backend, folder, "transformers", self.device))]
-        harness_tasks = [t for t in tasks if t not in BENCHMARKS]
-        bench_tasks = [t for t in tasks if t in BENCHMARKS]
-        scores: dict[str, float] = {}
-        if harness_tasks:
-            report = evaluate(load, harness_tasks, split=split, limit=self.limit, seed=self.seed, controls=controls,
-                              decoding=decoding, progress=False)
-            scores |= scores_of(report, "candidate")
-        if bench_tasks:
-            report = run_benchmarks(load, bench_tasks, self.data, split=split, limit=self.limit, seed=self.seed,
-                                    controls=controls, decoding=decoding, progress=False)
-            scores |= scores_of(report, "candidate")
-        return scores
+        reports = evaluate_parts(load, list(self.weights), self.data, split=split, limit=self.limit, seed=self.seed,
+                                 controls=controls, decoding=decoding, progress=False)
+        return {key: value for report in reports for key, value in scores_of(report, "candidate").items()}

@@ -1,7 +1,8 @@
 """Many models, many tasks, one table: harness tasks and benchmarks together, over GPUs or a Ray cluster.
 
-`evaluate_all` splits the task list between the harness (easyvqa, arith, perplexity) and the
-benchmarks, runs both on identical items and returns one `EvalReport`. With several GPUs the
+`evaluate_all` splits the task list (one registry, `vadasm.eval.registry`) between the harness
+(easyvqa, arith, perplexity) and the benchmarks, runs both on identical items and returns one
+`EvalReport`; `evaluate_parts` is that split, shared with `vadasm tune`. With several GPUs the
 models are dealt round-robin to one worker process per GPU (`CUDA_VISIBLE_DEVICES` set before CUDA
 starts); with a Ray pool each model is one Ray task (see `vadasm.scale`). Items depend only on the
 seed, so the merged table is the one a single process would give.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from functools import partial
@@ -19,11 +20,11 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from vadasm.errors import VadasmError
-from vadasm.eval.backend_types import Decoding
+from vadasm.eval.backend_types import Backend, Decoding
 from vadasm.eval.backends import load_backend
 from vadasm.eval.benchmarks.runner import run_benchmarks
-from vadasm.eval.benchmarks.tasks import BENCHMARKS
 from vadasm.eval.harness import EvalReport, Score, evaluate
+from vadasm.eval.registry import check_prompt_format, split_tasks
 from vadasm.scale import RayPool
 
 
@@ -48,17 +49,22 @@ def evaluate_all(models: Sequence[tuple[str, Path]], tasks: Sequence[str], split
                  limit: int | None = None, seed: int = 0, controls: bool = True, decoding: Decoding | None = None,
                  data: dict[str, str] | None = None, samples: int = 1, max_new_tokens: int | None = None,
                  backend: str = "transformers", device: str = "cpu", gpus: Sequence[str] | None = None,
-                 keep_predictions: bool = False, progress: bool = True, pool: RayPool | None = None) -> EvalReport:
+                 keep_predictions: bool = False, progress: bool = True, pool: RayPool | None = None,
+                 prompt_format: str | None = None) -> EvalReport:
     """One report for all models on all tasks (harness tasks and public benchmarks).
 
     With `pool`, each model is a Ray task and the pool's records say when and where each ran.
+    `prompt_format` words the questions of the tasks that offer a choice (easyvqa, vqav2, okvqa).
     """
+    split_tasks(tasks)  # unknown names fail here, before any worker starts
+    check_prompt_format(tasks, prompt_format)
     if backend == "lm-eval" and data:
         raise VadasmError(f"--backend lm-eval reads its own task data from the Hub and cannot use --data "
                           f"({', '.join(sorted(data))}); drop --data, or use --backend transformers for local files")
     kwargs = dict(tasks=list(tasks), split=split, limit=limit, seed=seed, controls=controls,
                   decoding=decoding or Decoding(), data=dict(data or {}), samples=samples,
-                  max_new_tokens=max_new_tokens, backend=backend, keep_predictions=keep_predictions)
+                  max_new_tokens=max_new_tokens, backend=backend, keep_predictions=keep_predictions,
+                  prompt_format=prompt_format)
     if pool is not None:
         return _evaluate_on_ray(pool, list(models), device, kwargs, progress)
     if gpus and len(gpus) > 1 and len(models) > 1:
@@ -95,10 +101,8 @@ def _on_gpu(gpu: str, models: list[tuple[str, Path]], device: str, kwargs: dict)
 
 
 def _evaluate_here(models, tasks, split, limit, seed, controls, decoding, data, samples, max_new_tokens, backend,
-                   keep_predictions, device, progress) -> EvalReport:
-    bench = [t for t in tasks if t in BENCHMARKS]
-    harness = [t for t in tasks if t not in BENCHMARKS]
-    reports = []
+                   keep_predictions, device, progress, prompt_format=None) -> EvalReport:
+    harness, bench = split_tasks(tasks)
     if backend == "lm-eval":
         if harness:
             raise VadasmError(f"--backend lm-eval runs public text benchmarks only, not {', '.join(harness)}")
@@ -109,18 +113,35 @@ def _evaluate_here(models, tasks, split, limit, seed, controls, decoding, data, 
             report.scores += run_lm_eval(name, path, bench, limit, device, decoding.batch_size)
         return report
     loaders = [(name, partial(load_backend, path, backend, device)) for name, path in models]
-    if harness:
-        reports.append(evaluate(loaders, harness, split=split, limit=limit, seed=seed, controls=controls,
-                                decoding=decoding, keep_predictions=keep_predictions, progress=progress))
-    if bench:
-        reports.append(run_benchmarks(loaders, bench, data, split=split, limit=limit, seed=seed, controls=controls,
-                                      decoding=decoding, samples=samples, max_new_tokens=max_new_tokens,
-                                      keep_predictions=keep_predictions, progress=progress))
+    reports = evaluate_parts(loaders, tasks, data, split=split, limit=limit, seed=seed, controls=controls,
+                             decoding=decoding, samples=samples, max_new_tokens=max_new_tokens,
+                             keep_predictions=keep_predictions, progress=progress, prompt_format=prompt_format)
     if len(reports) == 1:
         return reports[0]
     combined = merge_reports(reports, [n for n, _ in models])
     combined.tasks = list(tasks)
     return combined
+
+
+def evaluate_parts(loaders: Sequence[tuple[str, Callable[[], Backend]]], tasks: Sequence[str],
+                   data: dict[str, str], split: str, limit: int | None, seed: int, controls: bool,
+                   decoding: Decoding, samples: int = 1, max_new_tokens: int | None = None,
+                   keep_predictions: bool = False, progress: bool = True,
+                   prompt_format: str | None = None) -> list[EvalReport]:
+    """The built-in tasks through the harness, then the benchmarks through their runner: one report
+    for each part that has tasks (the one task split `vadasm eval` and `vadasm tune` share)."""
+    harness, bench = split_tasks(tasks)
+    reports = []
+    if harness:
+        reports.append(evaluate(loaders, harness, split=split, limit=limit, seed=seed, controls=controls,
+                                decoding=decoding, keep_predictions=keep_predictions, progress=progress,
+                                prompt_format=prompt_format))
+    if bench:
+        reports.append(run_benchmarks(loaders, bench, data, split=split, limit=limit, seed=seed, controls=controls,
+                                      decoding=decoding, samples=samples, max_new_tokens=max_new_tokens,
+                                      keep_predictions=keep_predictions, progress=progress,
+                                      prompt_format=prompt_format))
+    return reports
 
 
 def merge_reports(parts: Sequence[EvalReport], order: Sequence[str]) -> EvalReport:
@@ -138,8 +159,9 @@ def merge_reports(parts: Sequence[EvalReport], order: Sequence[str]) -> EvalRepo
     scores: list[Score] = sorted((s for p in parts for s in p.scores),
                                  key=lambda s: (tasks.index(s.task), rank.get(s.model, len(rank))))
     decoding = {k: v for p in parts for k, v in p.decoding.items()}
+    formats = {t: f for p in parts for t, f in p.prompt_formats.items()}
     return EvalReport(list(order), tasks, first.split, first.limit, first.seed, decoding, item_ids, scores,
-                      round(sum(p.seconds for p in parts), 1))
+                      round(sum(p.seconds for p in parts), 1), formats)
 
 
 def main_value(scores: Sequence[Score], model: str, task: str) -> float | None:

@@ -22,6 +22,8 @@ from vadasm.eval.benchmarks.loglik import backend_loglikelihoods
 from vadasm.eval.benchmarks.math_answers import equivalence_backend, last_boxed
 from vadasm.eval.benchmarks.tasks import BENCHMARKS, HUB_SOURCES
 from vadasm.eval.harness import CONDITIONS, EvalReport, Score
+from vadasm.eval.registry import prompt_formats_for, task_for
+from vadasm.eval.task_protocol import EvalTask
 from vadasm.eval.tasks import derange_images
 
 
@@ -36,12 +38,17 @@ def report_from_dict(data: dict) -> EvalReport:
     """An `EvalReport` back from its JSON (harness and benchmark scores alike)."""
     scores = [BenchScore(**s) if "extra" in s else Score(**s) for s in data["scores"]]
     fields = ("models", "tasks", "split", "limit", "seed", "decoding", "item_ids")
-    return EvalReport(**{k: data[k] for k in fields}, scores=scores, seconds=data.get("seconds", 0.0))
+    return EvalReport(**{k: data[k] for k in fields}, scores=scores, seconds=data.get("seconds", 0.0),
+                      prompt_formats=data.get("prompt_formats", {}))
 
 
-def load_items(task_name: str, source: str, split: str, limit: int | None, seed: int, image_cache: Path) -> list:
-    """Parse every row (so a malformed row fails before any model runs), then draw `limit` of them."""
-    task = BENCHMARKS[task_name]
+def load_items(task_name: str, source: str, split: str, limit: int | None, seed: int, image_cache: Path,
+               task: EvalTask | None = None) -> list:
+    """Parse every row (so a malformed row fails before any model runs), then draw `limit` of them.
+
+    `task` is the benchmark in the wording chosen for this run (default: the registered one).
+    """
+    task = task or BENCHMARKS[task_name]
     items = [task.parse(row, image_cache) for row in load_rows(source, split)]
     if not items:
         raise VadasmError(f"{source}: no rows")
@@ -114,8 +121,12 @@ def run_benchmarks(
     keep_predictions: bool = False,
     progress: bool = True,
     image_cache: Path | None = None,
+    prompt_format: str | None = None,
 ) -> EvalReport:
-    """Score every model on the same items of every benchmark; same `EvalReport` as the harness."""
+    """Score every model on the same items of every benchmark; same `EvalReport` as the harness.
+
+    `prompt_format` words the question of every benchmark that offers a choice (default: its own).
+    """
     unknown = [t for t in tasks if t not in BENCHMARKS]
     if unknown:
         raise VadasmError(f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(BENCHMARKS)}")
@@ -129,25 +140,28 @@ def run_benchmarks(
         from vadasm.paths import vadasm_home
 
         image_cache = vadasm_home() / "benchmark-images"
-    items = {t: load_items(t, data[t], split, limit, seed, image_cache) for t in tasks}
+    formats = prompt_formats_for(tasks, prompt_format)
+    chosen = {t: task_for(t, formats) for t in tasks}
+    items = {t: load_items(t, data[t], split, limit, seed, image_cache, chosen[t]) for t in tasks}
     report = EvalReport(
         models=[name for name, _ in backends], tasks=list(tasks), split=split, limit=limit, seed=seed,
         decoding=asdict(decoding) | {"samples": samples}, item_ids={t: [i.id for i in its] for t, its in items.items()},
+        prompt_formats=formats,
     )
     start = time.time()
     for name, load in backends:
         backend = load()
         for task_name in tasks:
-            report.scores.extend(_run_task(name, backend, task_name, items[task_name], seed, controls, decoding,
-                                           samples, max_new_tokens, keep_predictions, progress))
+            report.scores.extend(_run_task(name, backend, chosen[task_name], items[task_name], seed, controls,
+                                           decoding, samples, max_new_tokens, keep_predictions, progress))
         del backend
     report.seconds = round(time.time() - start, 1)
     return report
 
 
-def _run_task(name, backend, task_name, items, seed, controls, decoding, samples, max_new_tokens,
+def _run_task(name, backend, task, items, seed, controls, decoding, samples, max_new_tokens,
               keep_predictions, progress) -> list[BenchScore]:
-    task = BENCHMARKS[task_name]
+    task_name = task.name
     if task.kind == "choice":
         pairs = [(item.context, c) for item in items for c in item.continuations]
         flat = backend_loglikelihoods(backend, pairs)

@@ -1,7 +1,9 @@
 """The public benchmarks as tasks: how a data row becomes an item, and how a reply is scored.
 
-Generative benchmarks reuse the harness's `Item` (question, image, references, group); MMLU is a
-log-likelihood multiple choice and has its own `ChoiceItem`. Prompts follow the common public
+Each has the shape of `task_protocol.EvalTask` (with `needs_data`: rows come from --data) and is
+listed in `registry.TASKS` beside the built-in tasks. Generative benchmarks use the harness's
+`Item` (question, image, references, group); MMLU is a log-likelihood multiple choice and has its
+own `ChoiceItem`. Prompts follow the common public
 setups (LLaVA's short-answer VQA prompt, lm-eval's MMLU prompt, the "reason step by step, answer in
 \\boxed{}" prompt of math RL evaluations) so numbers are comparable in spirit, not to the decimal.
 """
@@ -15,9 +17,9 @@ from pathlib import Path
 from vadasm.eval.benchmarks.data import Row, image_file
 from vadasm.eval.benchmarks.math_answers import last_boxed, math_equal, reference_text
 from vadasm.eval.metrics import extract_number, normalize_vqa_answer, numeric_match, vqa_accuracy
-from vadasm.eval.tasks import Item, first_line
+from vadasm.eval.task_protocol import PROMPT_FORMATS, Item, format_question
+from vadasm.eval.tasks import first_line
 
-VQA_PROMPT = "{question}\nAnswer the question using a single word or phrase."
 MMLU_PROMPT = (
     "The following are multiple choice questions (with answers) about {subject}.\n\n{question}\n{options}Answer:"
 )
@@ -59,6 +61,9 @@ class VqaBenchmark:
     metric: str = "vqa_accuracy"
     max_new_tokens: int = 10
     samples: bool = False
+    needs_data: bool = True
+    prompt_format: str = "short-answer"
+    prompt_formats: tuple[str, ...] = tuple(PROMPT_FORMATS)
 
     def parse(self, row: Row, image_cache: Path) -> Item:
         question = row.field("question")
@@ -73,7 +78,7 @@ class VqaBenchmark:
             raise row.error("field 'answers' is empty")
         image = image_file(row, row.field("image", "image_path", kind=object), image_cache)
         group = str(row.data.get("answer_type") or row.data.get("question_type") or "all")
-        return Item(_row_id(row, "question_id", "id"), VQA_PROMPT.format(question=question), image,
+        return Item(_row_id(row, "question_id", "id"), format_question(self.prompt_format, question), image,
                     tuple(answers), group)
 
     def score(self, reply: str, item: Item) -> float:
@@ -92,6 +97,9 @@ class MmluBenchmark:
     metric: str = "accuracy"
     max_new_tokens: int = 0
     samples: bool = False
+    needs_data: bool = True
+    prompt_format: str = ""
+    prompt_formats: tuple[str, ...] = ()
 
     def parse(self, row: Row, image_cache: Path) -> ChoiceItem:
         question = row.field("question")
@@ -136,6 +144,9 @@ class Gsm8kBenchmark:
     metric: str = "accuracy"
     max_new_tokens: int = 256
     samples: bool = False
+    needs_data: bool = True
+    prompt_format: str = ""
+    prompt_formats: tuple[str, ...] = ()
 
     def parse(self, row: Row, image_cache: Path) -> Item:
         question = row.field("question")
@@ -156,6 +167,9 @@ class MathBenchmark:
     metric: str = "pass@1"
     max_new_tokens: int = 2048
     samples: bool = True
+    needs_data: bool = True
+    prompt_format: str = ""
+    prompt_formats: tuple[str, ...] = ()
 
     def parse(self, row: Row, image_cache: Path) -> Item:
         problem = row.field("problem", "question")
