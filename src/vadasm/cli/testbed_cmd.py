@@ -25,14 +25,14 @@ def build_command(
         "llava-smollm2, smollm2-arith, llava-gemma3.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice (recorded).")] = 0,
     tower_steps: Annotated[int, typer.Option(
-        help="Vision tower step budget (batch 64; rounds of 2000; stops once val colour and shape patch "
-        "accuracy are both >= 95%).")] = 6000,
+        help="Vision tower step budget (batch 64; rounds of 2000, checked every 250 steps; stops once val "
+        "colour and shape patch accuracy are both >= 95%).")] = 6000,
     donor_steps: Annotated[int, typer.Option(
-        help="LoRA step budget per LLaVA donor (batch 16; rounds of 250; stops once >= 95% of 192 val "
-        "questions are answered exactly).")] = 500,
+        help="LoRA step budget per LLaVA donor (batch 16; rounds of 250, checked at each round's end; stops "
+        "once >= 95% of 192 val questions are answered exactly).")] = 500,
     recipient_steps: Annotated[int, typer.Option(
-        help="Arithmetic fine-tuning step budget (batch 16; rounds of 150; stops once >= 28% of 256 val "
-        "problems are answered exactly).")] = 300,
+        help="Arithmetic fine-tuning step budget (batch 16; rounds of 150, checked at each round's end; "
+        "stops once >= 28% of 256 val problems are answered exactly).")] = 300,
     threads: Annotated[int | None, typer.Option(
         help="Torch CPU threads (default: torch's choice; use 1 when other jobs share the cores).")] = None,
     smoke: Annotated[bool, typer.Option(

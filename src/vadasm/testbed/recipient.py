@@ -29,7 +29,7 @@ from vadasm.testbed.sft import (
 class RecipientRecipe:
     steps: int = 300  # the budget; training stops earlier once the criterion holds
     round_steps: int = 150  # one warmup-decay schedule; the first round is the former fixed recipe
-    eval_every: int = 50
+    eval_every: int = 150  # round ends only, as for the donor: its task vector is what grafts merge
     # exact answers to `val_problems` val problems; SmolLM2 scores 8% on test, the recipe's target is
     # +20 points over it; 0 disables
     min_val_accuracy: float = 0.28
