@@ -181,7 +181,8 @@ def _build_tower(out: Path, options: BuildOptions) -> BuildRecord:
     return BuildRecord(
         artefact="vision-tower",
         recipe=asdict(recipe),
-        inputs={"data": "easy-vqa train split (images 0-3599), labels derived from its questions"},
+        inputs={"data": "easy-vqa train split (images 0-3599), labels derived from its questions; "
+                "val split (images 3600-3999) for the stopping criterion"},
         scores={"val_patch_accuracy": metrics["val_patch_accuracy"], "train_seconds": metrics["seconds"]},
         training=training,
     )
@@ -226,7 +227,7 @@ def _build_donor(name: str):
             artefact=name,
             recipe=metrics.pop("recipe"),
             inputs={"language_model": str(lm_dir), "vision_tower": str(tower_dir),
-                    "data": "easy-vqa train split (images 0-3599)"},
+                    "data": "easy-vqa train split (images 0-3599); val questions for the stopping criterion"},
             scores={"training": metrics, **scores},
             training=training,
         )
@@ -252,7 +253,8 @@ def _build_recipient(out: Path, options: BuildOptions) -> BuildRecord:
     return BuildRecord(
         artefact="smollm2-arith",
         recipe=metrics.pop("recipe"),
-        inputs={"base": str(base), "data": "vadasm.eval.arith train split (hash buckets 0-7)"},
+        inputs={"base": str(base), "data": "vadasm.eval.arith train split (hash buckets 0-7); val problems "
+                "(bucket 8) for the stopping criterion"},
         scores={"training": metrics, **scores},
         training=training,
     )
