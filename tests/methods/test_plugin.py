@@ -24,7 +24,8 @@ from pico_models import make_text_model, perturbed_copy
 from vadasm.errors import VadasmError
 from vadasm.merge import MergeOptions, recipe_from_dict, run_merge
 from vadasm.methods import METHODS, get_method, method_names
-from vadasm.tune import MergeBuilder
+from vadasm.tune import MergeBuilder, space_from_specs
+from vadasm.tune.preflight import check_choices
 
 NAME = "toy_clipped_sum"
 PLUGIN = textwrap.dedent(f'''
@@ -90,9 +91,9 @@ def trio(tmp_path_factory):
     return base, perturbed_copy(base, root / "ft1", seed=1), perturbed_copy(base, root / "ft2", seed=2)
 
 
-def _recipe(trio, method: str, clip) -> dict:
+def _recipe(trio, method: str, clip=None) -> dict:
     base, ft1, ft2 = trio
-    return {"merge_method": method, "base_model": str(base), "parameters": {"clip": clip},
+    return {"merge_method": method, "base_model": str(base), "parameters": {} if clip is None else {"clip": clip},
             "models": [{"model": str(ft1), "parameters": {"weight": 0.5}},
                        {"model": str(ft2), "parameters": {"weight": 2.0}}]}
 
@@ -130,6 +131,8 @@ def test_a_recipe_with_it_is_validated_and_merges(toy, trio, tmp_path):
 
 
 def test_tune_searches_it_in_a_merge_recipe(toy, trio, tmp_path):
+    check_choices(MergeBuilder(_recipe(trio, "${method}"), str(trio[0])),
+                  space_from_specs([f"method=task_arithmetic,{NAME}"]))  # accepted before any trial
     template = _recipe(trio, "${method}", "${clip}")
     builder = MergeBuilder(template, str(trio[0]))
     builder.check(["method", "clip"])

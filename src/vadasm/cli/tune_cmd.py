@@ -34,8 +34,9 @@ def parse_pairs(values: list[str] | None, flag: str, number: bool = False) -> di
 def tune_command(
     param: Annotated[list[str], typer.Option(
         help="A coefficient to search: NAME=LOW:HIGH\\[@DEFAULT], NAME=LOW:HIGH:int or NAME=A,B,C\\[@DEFAULT]. "
-             "Repeatable. Graft names: beta, density, protect_ratio, map_method, merge_method, "
-             "regmean_donor_weight, regmean_alpha.")],
+             "Repeatable. Merge mode: a ${NAME} placeholder of the recipe (`merge_method: ${NAME}` searches "
+             "methods `vadasm methods` lists). Graft mode: a `vadasm graft` option by its field name, e.g. beta, "
+             "density, protect_ratio, projector_variance, map_method, merge_method, regmean_donor_weight.")],
     recipient: Annotated[str | None, typer.Option(
         help="The model being changed (the 'change nothing' candidate). Default: the recipe's base_model.")] = None,
     recipe: Annotated[Path | None, typer.Option(
@@ -99,6 +100,7 @@ def tune_command(
     from vadasm.scale import RayPool
     from vadasm.tune import GraftBuilder, HarnessObjective, MergeBuilder, make_optimizer, space_from_specs, tune
     from vadasm.tune.plot import plot_search
+    from vadasm.tune.preflight import check_choices
 
     if quiet or as_json:  # keep stdout to the JSON / result lines
         from transformers.utils import logging as hf_logging
@@ -133,6 +135,7 @@ def tune_command(
         fixed = parse_pairs(set_, "--set") | ({"base": str(resolve_model(base).absolute())} if base else {})
         builder = GraftBuilder(str(resolve_model(donor).absolute()), str(resolve_model(recipient).absolute()), fixed)
     builder.check(space.names)
+    check_choices(builder, space)  # a searched method or map the operation refuses: before any trial
     require_tokenizer(Path(builder.recipient), "recipient")
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     weights = {t: 1.0 for t in task_list} | parse_pairs(weight, "--weight", number=True)
