@@ -196,6 +196,15 @@ def magnitude_outliers_prune(delta: torch.Tensor, density: float, gamma: float, 
     return l1_rescaled(delta, kept) if rescale else kept
 
 
+@dataclass(frozen=True)
+class DellaMask:
+    """One model's DELLA mask over some rows of its delta, and the factor that brings the pruned
+    delta of the whole tensor back to its L1 norm (None: no rescale)."""
+
+    keep: torch.Tensor
+    scale: float | None
+
+
 def della_prune(
     delta: torch.Tensor, density: float, epsilon: float, rescale: bool, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -215,23 +224,49 @@ def della_prune(
     if density + epsilon >= 1 or density - epsilon <= 0:
         raise ValueError(f"density {density:g} +/- epsilon {epsilon:g} must lie inside (0, 1)")
     rows = delta.reshape(1, -1) if delta.dim() < 2 else delta
-    keep = torch.empty(rows.shape, dtype=torch.bool, device=delta.device)
     step = max(1, _CHUNK_ELEMENTS // max(1, rows[0].numel()))
+    keeps, before, after = [], 0.0, 0.0
     for start in range(0, rows.shape[0], step):
         part = rows[start:start + step]
-        probs = della_keep_probabilities(part, density, epsilon)
-        keep[start:start + step] = torch.rand(part.shape, generator=generator, device=delta.device) < probs
-    kept = delta * keep.reshape(delta.shape)
-    return l1_rescaled(delta, kept) if rescale else kept
+        keep, part_before, part_after = della_draw(part, della_keep_probabilities(part, density, epsilon), generator)
+        keeps.append(keep)
+        before, after = before + part_before, after + part_after
+    mask = DellaMask(torch.cat(keeps).reshape(delta.shape), della_scale(before, after) if rescale else None)
+    return apply_della_mask(delta, mask)
+
+
+def della_draw(
+    rows: torch.Tensor, probs: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, float, float]:
+    """Draw the keep mask of these rows (in flat order from `generator`) and sum |delta| over all
+    entries and over the kept ones (fp64 totals: the L1 rescale's two norms, summed chunk by chunk)."""
+    keep = torch.rand(rows.shape, generator=generator, device=rows.device) < probs
+    size = rows.abs()
+    before = float(size.sum(dtype=torch.float64))
+    return keep, before, float(size.mul_(keep).sum(dtype=torch.float64))
+
+
+def della_scale(before: float, after: float, eps: float = 1e-7) -> float | None:
+    """before / after, the L1 rescale of a pruned delta; None (unchanged) when either norm < `eps` (mergekit)."""
+    return None if before < eps or after < eps else before / after
+
+
+def apply_della_mask(delta: torch.Tensor, mask: DellaMask) -> torch.Tensor:
+    """delta * keep, times the L1 rescale factor: the same entries whether delta is whole or a chunk of rows."""
+    kept = delta * mask.keep.reshape(delta.shape)
+    return kept.mul_(mask.scale) if mask.scale is not None else kept
 
 
 def della_keep_probabilities(rows: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
     """Keep probability of each entry of `rows` (2-D or more): density - epsilon + 2 * epsilon *
-    rank / (width - 1), rank (0-based) of |entry| along dim 1, as mergekit's della_magprune."""
+    rank / (width - 1), rank (0-based) of |entry| along dim 1, as mergekit's della_magprune.
+
+    Ranks come from a stable argsort of the fp32 bit patterns as int32 (ordered like the values,
+    which are non-negative and finite): the same order as sorting the floats, measured ~25% faster."""
     width = rows.shape[1]
     if width < 2 or epsilon == 0:
         return torch.full(rows.shape, density, dtype=torch.float32, device=rows.device)
-    order = rows.abs().argsort(dim=1, stable=True)
+    order = rows.float().abs().view(torch.int32).argsort(dim=1, stable=True)
     positions = torch.arange(width, device=rows.device).reshape(1, width, *([1] * (rows.dim() - 2))).expand_as(order)
     ranks = torch.empty_like(order).scatter_(1, order, positions)  # argsort of argsort, in O(n)
     return (density - epsilon) + ranks.float() / (width - 1) * 2 * epsilon

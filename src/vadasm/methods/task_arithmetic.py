@@ -16,8 +16,10 @@ import torch
 from vadasm.errors import VadasmError
 from vadasm.methods.registry import DENSITY, INT8_MASK, LAMBDA, WEIGHT, MergeMethod, Param, register
 from vadasm.methods.sparsify import (
+    DellaMask,
     MagnitudeCut,
     apply_cut,
+    apply_della_mask,
     della_prune,
     magnitude_outliers_prune,
     magnitude_prune,
@@ -56,6 +58,7 @@ def generalized_task_arithmetic(
     offset: int = 0,
     epsilon: Sequence[float] | None = None,
     gamma: Sequence[float] | None = None,
+    della_masks: Sequence[DellaMask | None] | None = None,
 ) -> torch.Tensor:
     """base + lambda * combine(prune(t_i - base) * w_i), computed in fp32 (see module docstring).
 
@@ -64,7 +67,9 @@ def generalized_task_arithmetic(
     `offset` (flat index of the rows' first entry) and one `generator` per model (each draws its
     DARE mask in flat order); the result is then bit-identical to merging the whole tensors.
     `pruning="della"` (per-model `epsilon`) and `"outliers"` (breadcrumbs, per-model `gamma`) need
-    whole tensors; for them `rescale` restores each delta's L1 norm, as mergekit does.
+    whole tensors; for them `rescale` restores each delta's L1 norm, as mergekit does. DELLA also
+    runs on rows when given each model's mask for them and its rescale factor (`della_masks`, drawn
+    over the whole tensor first; None: that model is not pruned).
     """
     if not tensors:
         return base
@@ -79,6 +84,8 @@ def generalized_task_arithmetic(
             delta = apply_cut(delta, cuts[i], offset) if cuts is not None else magnitude_prune(delta, dens)
         elif pruning == "random":
             delta = random_prune(delta, dens, rescale, generators[i])
+        elif pruning == "della" and della_masks is not None:
+            delta = apply_della_mask(delta, della_masks[i]) if della_masks[i] is not None else delta
         elif pruning == "della":
             delta = della_prune(delta, dens, epsilon[i], rescale, generators[i])
         elif pruning == "outliers":
@@ -166,6 +173,7 @@ def _variant(name: str, pruning: str | None, consensus: str | None, normalize: b
             base, tensors, weight=weight, density=density, pruning=pruning, consensus=consensus,
             normalize=normalize, lambda_=kw["lambda"], rescale=rescale, generator=generator,
             cuts=cuts, offset=offset, epsilon=kw.get("epsilon"), gamma=kw.get("gamma"),
+            della_masks=kw.get("della_masks"),
         )
 
     params = (
