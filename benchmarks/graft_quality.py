@@ -44,7 +44,7 @@ CANDIDATES = {"what_color": COLORS, "what_shape": SHAPES}
 
 def _graft(work: Path, name: str, donor: str, recipient: str, **options) -> tuple[Path, dict]:
     out = work / name
-    result = graft(artefact_dir(donor), artefact_dir(recipient), out, GraftOptions(force=True, **options))
+    result = graft(artefact_dir(donor), artefact_dir(recipient), out, GraftOptions.flat(force=True, **options))
     print(f"\n== {name}: {donor} -> {recipient}")
     print("\n".join(result.lines()))
     inputs = json.loads((out / "vadasm_config.json").read_text())["inputs"]  # testbed artefacts get rebuilt

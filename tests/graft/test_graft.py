@@ -40,7 +40,7 @@ def generate(folder, with_image=True):
 def test_class_c_graft_loads_and_generates(tmp_path, recipient_type):
     donor = make_llava_donor(tmp_path / "donor", "llama", words=WORDS)
     recipient = make_text_recipient(tmp_path / "recipient", recipient_type, words=RECIPIENT_WORDS, hidden_size=48)
-    result = graft(donor, recipient, tmp_path / "out", GraftOptions(**FAST))
+    result = graft(donor, recipient, tmp_path / "out", GraftOptions.flat(**FAST))
     assert result.pair.label == "C" and result.kind == "llava"
     assert result.projector["hidden"]["exact"]  # 32 -> 48: dead units appended, exact
     assert {m.method for m in result.maps} == {"lstsq", "procrustes", "omp", "random_map", "shuffled_anchors",
@@ -60,11 +60,11 @@ def test_class_c_graft_loads_and_generates(tmp_path, recipient_type):
 def test_narrower_recipient_cuts_projector_units_and_says_so(tmp_path):
     donor = make_llava_donor(tmp_path / "donor", "llama", words=WORDS, hidden_size=48)
     recipient = make_text_recipient(tmp_path / "recipient", "llama", words=RECIPIENT_WORDS)
-    result = graft(donor, recipient, tmp_path / "out", GraftOptions(**FAST))
+    result = graft(donor, recipient, tmp_path / "out", GraftOptions.flat(**FAST))
     assert not result.projector["hidden"]["exact"] and any("cut 48 -> 32" in w for w in result.warnings)
     generate(tmp_path / "out")
     images = make_png_images(tmp_path / "images")
-    calibrated = graft(donor, recipient, tmp_path / "out2", GraftOptions(**FAST, calibration_images=str(images)))
+    calibrated = graft(donor, recipient, tmp_path / "out2", GraftOptions.flat(**FAST, calibration_images=str(images)))
     assert calibrated.projector["hidden"]["criterion"] == "activations"
     assert 0 <= calibrated.projector["resize_relative_error_on_calibration"] < 1
     assert all(m.projector_token_agreement is not None for m in calibrated.maps)
@@ -82,7 +82,7 @@ def class_a_models(tmp_path):
 
 def test_class_a_merges_language_delta_with_protected_layers(tmp_path):
     base, recipient, donor = class_a_models(tmp_path)
-    result = graft(donor, recipient, tmp_path / "out", GraftOptions(**FAST, base=str(base), beta=0.5))
+    result = graft(donor, recipient, tmp_path / "out", GraftOptions.flat(**FAST, base=str(base), beta=0.5))
     assert result.pair.label == "A" and "layers 0-0 protected" in result.language_model
     assert result.image_token.token == "<image>" and result.image_token.token_id == 95
     out, b, r, d = tensors(tmp_path / "out"), tensors(base), tensors(recipient), tensors(donor)
@@ -95,7 +95,8 @@ def test_class_a_merges_language_delta_with_protected_layers(tmp_path):
     assert torch.equal(out["multi_modal_projector.linear_2.weight"], d["multi_modal_projector.linear_2.weight"])
     generate(tmp_path / "out")
 
-    text = graft(donor, recipient, tmp_path / "text", GraftOptions(**FAST, base=str(base), beta=0.5, text_only=True))
+    text_only = GraftOptions.flat(**FAST, base=str(base), beta=0.5, text_only=True)
+    text = graft(donor, recipient, tmp_path / "text", text_only)
     assert text.kind == "llama" and torch.allclose(tensors(tmp_path / "text")["model." + name], expected, atol=1e-6)
 
 
@@ -103,12 +104,12 @@ def test_recipient_that_already_sees_keeps_its_vision(tmp_path):
     base = make_text_recipient(tmp_path / "base", "llama", words=WORDS + ["<image>"])
     donor = make_llava_donor(tmp_path / "donor", "llama", seed=1, words=WORDS, text_folder=base, lm_noise=0.01)
     seeing = make_llava_donor(tmp_path / "seeing", "llama", seed=2, words=WORDS, text_folder=base, lm_noise=0.01)
-    result = graft(donor, seeing, tmp_path / "out", GraftOptions(**FAST, base=str(base), protect_ratio=0))
+    result = graft(donor, seeing, tmp_path / "out", GraftOptions.flat(**FAST, base=str(base), protect_ratio=0))
     assert result.pair.label == "A"
     out, s = tensors(tmp_path / "out"), tensors(seeing)
     assert torch.equal(out["multi_modal_projector.linear_1.weight"], s["multi_modal_projector.linear_1.weight"])
     generate(tmp_path / "out")
-    graft(donor, seeing, tmp_path / "out2", GraftOptions(**FAST, base=str(base), vision_from="donor"))
+    graft(donor, seeing, tmp_path / "out2", GraftOptions.flat(**FAST, base=str(base), vision_from="donor"))
     assert torch.equal(tensors(tmp_path / "out2")["multi_modal_projector.linear_1.weight"],
                        tensors(donor)["multi_modal_projector.linear_1.weight"])
 
@@ -118,10 +119,10 @@ def test_class_b_and_added_image_token(tmp_path):
     # Same tokenizer as the donor (it has '<image>'), different width: class B.
     recipient_b = make_text_recipient(tmp_path / "rb", "qwen2", words=WORDS + ["<image>"], hidden_size=40,
                                       num_attention_heads=4)
-    assert graft(donor, recipient_b, tmp_path / "b", GraftOptions(**FAST)).pair.label == "B"
+    assert graft(donor, recipient_b, tmp_path / "b", GraftOptions.flat(**FAST)).pair.label == "B"
     # A recipient whose vocabulary is full and has no reserved token: '<image>' is added, rows grow.
     recipient_c = make_text_recipient(tmp_path / "rc", "llama", words=[f"w{i}" for i in range(92)])
-    result = graft(donor, recipient_c, tmp_path / "c", GraftOptions(**FAST, projector_variance=0.9))
+    result = graft(donor, recipient_c, tmp_path / "c", GraftOptions.flat(**FAST, projector_variance=0.9))
     assert result.image_token.token_id == 96 and any("resized 96 -> 97" in w for w in result.warnings)
     assert result.projector["svd_subspace_reduction"]["linear_2.weight"]["rank"] <= 32
     model, _ = generate(tmp_path / "c")
@@ -132,20 +133,20 @@ def test_bad_inputs_are_refused_with_one_line(tmp_path):
     donor = make_llava_donor(tmp_path / "donor", "llama", words=WORDS)
     text = make_text_recipient(tmp_path / "text", "llama", words=RECIPIENT_WORDS)
     with pytest.raises(VadasmError, match="has no vision tower"):
-        graft(text, text, tmp_path / "o1", GraftOptions(**FAST))
+        graft(text, text, tmp_path / "o1", GraftOptions.flat(**FAST))
     with pytest.raises(VadasmError, match="share only .*need at least 1000"):
-        graft(donor, text, tmp_path / "o2", GraftOptions(progress=False))
+        graft(donor, text, tmp_path / "o2", GraftOptions.flat(progress=False))
     seeing = make_llava_donor(tmp_path / "seeing", "llama", words=RECIPIENT_WORDS, hidden_size=48)
     with pytest.raises(VadasmError, match="already sees"):
-        graft(donor, seeing, tmp_path / "o3", GraftOptions(**FAST))
+        graft(donor, seeing, tmp_path / "o3", GraftOptions.flat(**FAST))
     config = json.loads((donor / "config.json").read_text())
     config["model_type"] = "gemma3"
     (donor / "config.json").write_text(json.dumps(config))
     with pytest.raises(VadasmError, match="'gemma3' is not supported for grafting"):
-        graft(donor, text, tmp_path / "o4", GraftOptions(**FAST))
+        graft(donor, text, tmp_path / "o4", GraftOptions.flat(**FAST))
     with pytest.raises(VadasmError, match="a text-only merge needs a class A"):
         donor2 = make_llava_donor(tmp_path / "d2", words=WORDS)
-        graft(donor2, text, tmp_path / "o5", GraftOptions(**FAST, text_only=True))
+        graft(donor2, text, tmp_path / "o5", GraftOptions.flat(**FAST, text_only=True))
     assert not any(p.name.startswith(("o", ".o")) for p in tmp_path.iterdir())  # nothing written
 
 
@@ -154,7 +155,7 @@ def test_llava_next_donor_gives_llava_next_graft_with_mapped_newline(tmp_path):
 
     donor = make_llava_next_donor(tmp_path / "donor", words=WORDS)
     recipient = make_text_recipient(tmp_path / "recipient", "qwen2", words=RECIPIENT_WORDS, hidden_size=48)
-    result = graft(donor, recipient, tmp_path / "out", GraftOptions(**FAST))
+    result = graft(donor, recipient, tmp_path / "out", GraftOptions.flat(**FAST))
     assert result.kind == "llava_next"
     out = tensors(tmp_path / "out")
     assert out["image_newline"].shape == (48,)

@@ -28,8 +28,8 @@ def files(folder):
 
 
 def test_two_grafts_of_the_same_inputs_are_byte_identical(tmp_path, pair):
-    first = graft(*pair, tmp_path / "a", GraftOptions(**FAST))
-    graft(*pair, tmp_path / "b", GraftOptions(**FAST))
+    first = graft(*pair, tmp_path / "a", GraftOptions.flat(**FAST))
+    graft(*pair, tmp_path / "b", GraftOptions.flat(**FAST))
     a, b = files(tmp_path / "a"), files(tmp_path / "b")
     assert a.keys() == b.keys() and "vadasm_config.json" in a
     assert [name for name in a if a[name] != b[name]] == []
@@ -50,6 +50,6 @@ def test_an_input_changed_during_the_graft_is_refused(tmp_path, pair, monkeypatc
     monkeypatch.setattr(writer, "_header", rewrite_recipient_then_write)
     with pytest.raises(VadasmError, match=f"^{recipient / 'model.safetensors'}: changed .*during the graft; "
                                           "nothing written$"):
-        graft(donor, recipient, tmp_path / "out", GraftOptions(**FAST))
+        graft(donor, recipient, tmp_path / "out", GraftOptions.flat(**FAST))
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]

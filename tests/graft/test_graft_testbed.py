@@ -19,8 +19,8 @@ def test_regmean_graft_sees_better_than_task_arithmetic_and_keeps_arithmetic(tmp
         pytest.skip("testbed not built (run: vadasm testbed build)")
     donor, recipient = artefact_dir("llava-smollm2"), artefact_dir("smollm2-arith")
     common = dict(base=str(artefact_dir("smollm2")), progress=False)
-    graft(donor, recipient, tmp_path / "ta", GraftOptions(**common))
-    graft(donor, recipient, tmp_path / "rm", GraftOptions(**common, merge_method="regmean", donor_data="easyvqa",
+    graft(donor, recipient, tmp_path / "ta", GraftOptions.flat(**common))
+    graft(donor, recipient, tmp_path / "rm", GraftOptions.flat(**common, merge_method="regmean", donor_data="easyvqa",
                                                           recipient_data="arith", regmean_donor_weight=20.0))
     models = [(name, partial(load_backend, tmp_path / name)) for name in ("ta", "rm")]
     report = evaluate(models, ["easyvqa", "arith"], split="val", limit=100, seed=0, progress=False)

@@ -27,7 +27,7 @@ def class_a_pair(tmp_path):
 
 
 def regmean_options(base, vision, text, **extra):
-    return GraftOptions(**FAST, base=str(base), merge_method="regmean", donor_data=str(vision),
+    return GraftOptions.flat(**FAST, base=str(base), merge_method="regmean", donor_data=str(vision),
                         recipient_data=str(text), **extra)
 
 
@@ -74,7 +74,7 @@ def test_regmean_with_beta_zero_is_the_recipient_language_model(class_a_pair, tm
 def test_regmean_needs_both_tasks_and_valid_records(class_a_pair, tmp_path):
     base, recipient, donor, vision, text = class_a_pair
     with pytest.raises(VadasmError, match="--donor-data and --recipient-data"):
-        graft(donor, recipient, tmp_path / "a", GraftOptions(**FAST, base=str(base), merge_method="regmean"))
+        graft(donor, recipient, tmp_path / "a", GraftOptions.flat(**FAST, base=str(base), merge_method="regmean"))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "w1"}\n{"question": "w2"}\n')
     with pytest.raises(VadasmError, match=r"bad.jsonl:2: expected a JSON object"):

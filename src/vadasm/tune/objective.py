@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,9 +99,9 @@ class GraftBuilder:
     fixed: dict[str, Any] = field(default_factory=dict)
 
     def check(self, names: list[str]) -> None:
-        from vadasm.graft.run import GraftOptions
+        from vadasm.graft.options import GraftOptions
 
-        known = {f.name for f in fields(GraftOptions)}
+        known = set(GraftOptions.flat_names())
         unknown = sorted((set(names) | set(self.fixed)) - known)
         if unknown:
             tunable = ("beta, density, protect_ratio, map_method, merge_method, projector_variance, "
@@ -109,10 +109,10 @@ class GraftBuilder:
             raise VadasmError(f"graft has no option(s) {unknown}; tunable: {tunable}")
 
     def build(self, params: dict[str, Any], folder: Path, force: bool = False) -> None:
-        from vadasm.graft.run import GraftOptions, graft
+        from vadasm.graft import GraftOptions, graft
 
         options = {**self.fixed, **params, "progress": False, "force": force}
-        graft(self.donor, self.recipient, folder, GraftOptions(**options))
+        graft(self.donor, self.recipient, folder, GraftOptions.flat(**options))
 
     def zero_params(self) -> dict[str, Any] | None:
         return {"beta": 0.0}  # donor vision, recipient language model unchanged
