@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from vadasm.arch.capture import capture_inputs
 from vadasm.errors import VadasmError
 
 Batch = dict[str, torch.Tensor]  # input_ids and attention_mask, [batch, seq]
@@ -123,20 +124,15 @@ def mean_mlp_inputs(model, batches: list[Batch]) -> torch.Tensor:
     sums = torch.zeros(layers, model.config.hidden_size, dtype=torch.float64)
     mask: list[torch.Tensor] = []
 
-    def record(layer: int, inputs: torch.Tensor) -> None:
-        sums[layer] += (inputs.double() * mask[0].unsqueeze(-1)).sum(dim=(0, 1))
+    def record(layer: int, _module: torch.nn.Module, rows: torch.Tensor) -> None:
+        sums[layer] += (rows.double() * mask[0].reshape(-1, 1)).sum(dim=0)
 
-    hooks = [modules[n].register_forward_pre_hook(lambda _m, args, i=i: record(i, args[0]))
-             for i, n in enumerate(names)]
     count = 0
-    try:
+    with capture_inputs({i: modules[n] for i, n in enumerate(names)}, record):
         for batch in batches:
             mask[:] = [batch["attention_mask"].double()]
             count += int(batch["attention_mask"].sum())
             model(**batch)
-    finally:
-        for hook in hooks:
-            hook.remove()
     return (sums / max(count, 1)).float()
 
 
