@@ -143,7 +143,7 @@ print(processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_to
     return f'''```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained("{repo}")
+tokenizer = AutoTokenizer.from_pretrained("{repo}"{remote})
 model = AutoModelForCausalLM.from_pretrained("{repo}"{remote})
 inputs = tokenizer("What is 12 + 7?", return_tensors="pt")
 output = model.generate(**inputs, max_new_tokens=12)
