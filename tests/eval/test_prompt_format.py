@@ -12,6 +12,7 @@ from vadasm.cli import _register_subcommands, app
 from vadasm.errors import VadasmError
 from vadasm.eval.backends import TransformersBackend, load_backend
 from vadasm.eval.harness import evaluate
+from vadasm.eval.report import format_table
 
 SUFFIX = "Answer the question using a single word or phrase."
 
@@ -40,6 +41,7 @@ def test_short_answer_suffix_reaches_the_prompt_of_every_condition(tiny_models, 
         assert f"{question}\n{SUFFIX}" in prompt
     assert short.prompt_formats == {"easyvqa": "short-answer"}
     assert [s.condition for s in short.scores] == ["image", "blind", "shuffled"]
+    assert format_table(short).startswith("easyvqa (test split, short-answer prompt)")
 
 
 def test_default_stays_the_bare_question_on_the_same_items(tiny_models, fake_easyvqa, monkeypatch):
@@ -48,6 +50,7 @@ def test_default_stays_the_bare_question_on_the_same_items(tiny_models, fake_eas
     assert prompts and not any(SUFFIX in p for p in prompts)
     assert any(fake_easyvqa[0].question in p for p in prompts)
     assert bare.prompt_formats == {"easyvqa": "bare"}
+    assert format_table(bare).startswith("easyvqa (test split)\n")  # the default table is unchanged
     short = evaluate([("vlm", partial(load_backend, vlm))], ["easyvqa"], split="test", progress=False,
                      prompt_format="short-answer")
     assert short.item_ids == bare.item_ids
