@@ -53,6 +53,7 @@ from vadasm.merge.slices import (
     resolve_slices,
 )
 from vadasm.merge.tokenizer import Vocabulary, vocabulary_rows
+from vadasm.merge.two_pass import merge_two_pass, streams_in_two_passes
 from vadasm.methods import get_method
 from vadasm.methods.registry import ignored_settings
 from vadasm.methods.sparsify import magnitude_cuts
@@ -175,7 +176,8 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
                 merged += 1
                 sources = _sources(piece, action, checkpoints)
                 remap = vocabulary if action.action == "remap_vocab_then_merge" else None
-                rows_path = method.rows_independent and action.shape and math.prod(action.shape) and not alignments
+                streamed = method.rows_independent or streams_in_two_passes(method.name, action.shape)
+                rows_path = streamed and action.shape and math.prod(action.shape) and not alignments
                 if rows_path and remap is None:
                     _merge_rows(recipe, method, action, piece, sources, options.device, writer)
                     continue
@@ -302,6 +304,14 @@ def _merge_rows(recipe: MergeConfig, method, action: TensorAction, piece: LayerS
     def key(source: Source) -> tuple[int, str]:
         return id(source[0]), source[1]
 
+    if not method.rows_independent:  # a whole-tensor statistic first, then the rows (two_pass.py)
+        def chunk(rows: tuple[int, int], check: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+            parts = read(rows, check)
+            return parts[key(base)], [parts[key(s)] for s in inputs]
+
+        merge_two_pass(method, shape, params, _generators(recipe.seed, name, len(inputs), device), chunk,
+                       lambda merged: writer.write_rows(name, merged), max(2, torch.get_num_threads()))
+        return
     extra = {}
     if method.magnitude_pruning:
         def abs_deltas():

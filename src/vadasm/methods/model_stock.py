@@ -134,10 +134,13 @@ def _as_rows(tensor: torch.Tensor, filter_wise: bool) -> torch.Tensor:
     return tensor.reshape(-1, tensor.shape[-1])
 
 
-def _model_stock(base, tensors, *, filter_wise, weight=None, generator=None):
+def _model_stock(base, tensors, *, filter_wise, weight=None, generator=None, ratio=None):
+    """`ratio`: t already found over the whole tensor, these being some of its rows (merge/two_pass.py)."""
     if len(tensors) < 2:
         raise VadasmError(f"recipe: model_stock needs at least two models besides the base_model, got {len(tensors)}")
-    return model_stock(base, tensors, filter_wise)
+    if ratio is None:
+        return model_stock(base, tensors, filter_wise)
+    return stock_combine(base, tensors, ratio, filter_wise)
 
 
 register(MergeMethod(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -223,16 +224,28 @@ def della_prune(
         return torch.zeros_like(delta)
     if density + epsilon >= 1 or density - epsilon <= 0:
         raise ValueError(f"density {density:g} +/- epsilon {epsilon:g} must lie inside (0, 1)")
-    rows = delta.reshape(1, -1) if delta.dim() < 2 else delta
-    step = max(1, _CHUNK_ELEMENTS // max(1, rows[0].numel()))
     keeps, before, after = [], 0.0, 0.0
-    for start in range(0, rows.shape[0], step):
-        part = rows[start:start + step]
+    for rows in della_row_chunks(delta.shape):
+        part = della_rows(delta[rows])
         keep, part_before, part_after = della_draw(part, della_keep_probabilities(part, density, epsilon), generator)
         keeps.append(keep)
         before, after = before + part_before, after + part_after
     mask = DellaMask(torch.cat(keeps).reshape(delta.shape), della_scale(before, after) if rescale else None)
     return apply_della_mask(delta, mask)
+
+
+def della_row_chunks(shape: Sequence[int]) -> list[slice]:
+    """The chunks of whole leading rows, about _CHUNK_ELEMENTS entries each, that DELLA ranks and
+    draws by (whole or streamed: the same draws); a 1-D tensor is one row, one chunk."""
+    if len(shape) < 2:
+        return [slice(None)]
+    step = max(1, _CHUNK_ELEMENTS // max(1, math.prod(shape[1:])))
+    return [slice(start, min(start + step, shape[0])) for start in range(0, shape[0], step)]
+
+
+def della_rows(delta: torch.Tensor) -> torch.Tensor:
+    """The view DELLA ranks along dim 1: the tensor itself, or one row for a 1-D (or 0-d) tensor."""
+    return delta.reshape(1, -1) if delta.dim() < 2 else delta
 
 
 def della_draw(
