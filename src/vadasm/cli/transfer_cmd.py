@@ -2,36 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 
 from vadasm.cli import app
-from vadasm.cli.common import AsJson, Force, Quiet, emit
+from vadasm.cli.common import AsJson, Quiet, emit
+from vadasm.cli.options import options_from
 from vadasm.errors import VadasmError
+from vadasm.transfer.run import TransferOptions
 
 
 @app.command("transfer")
+@options_from(TransferOptions)
 def transfer(
     recipient: Annotated[str, typer.Argument(help="The model that receives the transfer (its shapes are kept).")],
     donor: Annotated[str, typer.Argument(help="A text model of another width (same gated-MLP family type).")],
     output: Annotated[str, typer.Argument(
         help="Output folder; the matched-norm random control goes to OUTPUT-control-random.")],
+    *,
     language_transfer: Annotated[bool, typer.Option(
         "--language-transfer", help="Required: confirms you are running the experimental cross-size transfer.")]
     = False,
     donor_base: Annotated[str | None, typer.Option(
         help="The donor's base: transfer the task vector DONOR - DONOR_BASE. Without it the transferred delta is "
              "the (mapped) donor minus the recipient, the seed's 'large - small'.")] = None,
-    beta: Annotated[float, typer.Option(help="Multiplier of the transferred delta.")] = 0.1,
-    map_method: Annotated[str, typer.Option(
-        help="Residual-stream map fitted on shared anchor tokens: lstsq or procrustes.")] = "lstsq",
+    options: TransferOptions,
     tasks: Annotated[str, typer.Option(
         help="Held-out tasks scoring transfer, zero delta and random delta (comma list; '' to skip scoring).")]
     = "arith,perplexity",
     limit: Annotated[int, typer.Option(help="Items per generative task (test split).")] = 100,
-    seed: Annotated[int, typer.Option(help="Seed of the random-delta control and the task items.")] = 0,
-    force: Force = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -50,17 +51,16 @@ def transfer(
     if not language_transfer:
         raise VadasmError("cross-size language transfer is experimental and off by default; "
                           "pass --language-transfer to run it (it is always scored beside controls)")
-    from vadasm.transfer import TransferOptions, score_with_controls
     from vadasm.transfer import language_transfer as run
+    from vadasm.transfer import score_with_controls
 
-    options = TransferOptions(beta=beta, map_method=map_method, seed=seed, force=force,
-                              progress=not (quiet or as_json))
+    options = replace(options, progress=not (quiet or as_json))
     result = run(recipient, donor, output, donor_base, options)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     if task_list:
-        result = score_with_controls(result, task_list, limit=limit, seed=seed)
+        result = score_with_controls(result, task_list, limit=limit, seed=options.seed)
     maps = result.maps
-    lines = [f"language transfer ({result.mode}, beta {beta}) -> {result.output}; control -> {result.control}",
+    lines = [f"language transfer ({result.mode}, beta {options.beta}) -> {result.output}; control -> {result.control}",
              f"  residual maps on {maps['anchors']} anchors: held-out top-1 retrieval "
              f"{maps['retrieval_top1_donor_to_recipient']:.1%} (donor->recipient), "
              f"{maps['retrieval_top1_recipient_to_donor']:.1%} (recipient->donor)"]

@@ -26,6 +26,7 @@ from vadasm.errors import VadasmError
 from vadasm.graft.embedding_maps import embed_scale, fit_map, shared_anchors
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free
 from vadasm.io.provenance import input_records, provenance_record, tensor_seed, write_provenance
+from vadasm.options import FORCE_HELP, option
 from vadasm.transfer.mlp import MlpTransfer, MlpWeights, layer_pairs, matched_norm_random, mlp_transfer
 
 MLP_ROLES = ("mlp_gate", "mlp_up", "mlp_down")
@@ -34,11 +35,14 @@ CONTROL_SUFFIX = "-control-random"
 
 @dataclass
 class TransferOptions:
-    beta: float = 0.1  # multiplier of the transported delta
-    map_method: str = "lstsq"  # residual-stream map fitted on anchor tokens: lstsq or procrustes
-    seed: int = 0  # random-delta control and random-matching diagnostic
-    force: bool = False
-    progress: bool = True
+    """How to run a transfer; `vadasm transfer` derives its flags from these fields."""
+
+    beta: float = option(0.1, help="Multiplier of the transferred delta.")
+    map_method: str = option("lstsq", help="Residual-stream map fitted on shared anchor tokens: lstsq or procrustes.")
+    # also seeds the random-matching diagnostic and, in the CLI, the scored task items
+    seed: int = option(0, help="Seed of the random-delta control and the task items.")
+    force: bool = option(False, help=FORCE_HELP)
+    progress: bool = option(True, cli=False, help="Progress bars (the CLI turns them off for --quiet and --json).")
 
 
 @dataclass
