@@ -167,3 +167,14 @@ def test_what_deepseek_cannot_express_is_refused(tmp_path, shared, extra, proble
                          capture_output=True, text=True)
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1 and problem in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_warnings_name_the_remote_code_and_a_rope_type_it_cannot_read():
+    from vadasm.moe.outputs import OUTPUTS, output_warnings
+
+    families = {o.model_type: o for o in OUTPUTS}
+    assert output_warnings(families["mixtral"], {}) == []
+    plain = output_warnings(families["deepseek"], {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4}})
+    assert len(plain) == 1 and "trust_remote_code=True" in plain[0]
+    llama3 = output_warnings(families["deepseek"], {"rope_parameters": {"rope_type": "llama3", "factor": 8.0}})
+    assert len(llama3) == 2 and "rope_type 'llama3'" in llama3[1]
