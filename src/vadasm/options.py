@@ -8,6 +8,7 @@ from the dataclass: a flag and its field cannot drift.
   (`--x`); one whose default is True gets `--x/--no-x`; `flag="--x/--y"` spells both sides.
 - A field whose type is another options dataclass (declared with `default_factory=`) is flattened
   into that dataclass's flags, without a prefix; its defaults come from the factory's instance.
+- `short="-k"`: a one-letter alias beside the long flag.
 - `cli=False`: set by code (e.g. `progress`, which the CLI derives from --quiet), never by a flag.
 - `parse=`: the flag is text that `parse` turns into the field's value (a comma list, a dtype
   name); `default` is then written as that text (None: no value) and parsed for the field's default,
@@ -43,6 +44,7 @@ class OptionMeta:
     flag: str | None = None  # e.g. "--out-dtype"; None means "--" + field name with "-" for "_"
     cli: bool = True  # False: the field is set by code, never by a flag
     metavar: str | None = None
+    short: str | None = None  # e.g. "-k", beside the long flag
     parse: Callable[[str], Any] | None = None  # flag text -> field value
     text: str | None = None  # with `parse`: the default as the flag's text
 
@@ -55,15 +57,18 @@ def option(
     cli: bool = True,
     default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
     metavar: str | None = None,
+    short: str | None = None,
     parse: Callable[[str], Any] | None = None,
 ) -> Any:
     """A `dataclasses.field` carrying its help text and flag, read back by `option_meta`."""
     if flag is not None and not flag.startswith("--"):
         raise ValueError(f"option flag {flag!r} must start with '--'")
+    if short is not None and (len(short) != 2 or short[0] != "-" or short[1] == "-"):
+        raise ValueError(f"option short flag {short!r} must be '-' and one letter")
     text = None
     if parse is not None and isinstance(default, str):
         text, default, default_factory = default, dataclasses.MISSING, lambda: parse(text)
-    meta = {META_KEY: OptionMeta(help=help, flag=flag, cli=cli, metavar=metavar, parse=parse, text=text)}
+    meta = {META_KEY: OptionMeta(help=help, flag=flag, cli=cli, metavar=metavar, short=short, parse=parse, text=text)}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
 
 

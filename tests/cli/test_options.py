@@ -37,7 +37,7 @@ def _wide_selection() -> Selection:
 @dataclasses.dataclass
 class Toy:
     size: str | int = option("5GB", help="Largest shard.")
-    count: int | None = option(None, help="How many.")
+    count: int | None = option(None, short="-n", help="How many.")
     scales: list[float] = option("2,4", parse=_halves, help="Comma-separated scales, halved.")
     force: bool = option(False, help="Replace the output.")
     colour: bool = option(True, help="Colour the output.")
@@ -110,7 +110,7 @@ def test_defaults_reach_the_dataclass_as_the_field_defaults():
 
 def test_flag_values_reach_the_dataclass_and_nested_fields():
     seen: list = []
-    result = _invoke(seen, "there", "--size", "3MB", "--count", "7", "--scales", "1,3", "--force", "--no-colour",
+    result = _invoke(seen, "there", "--size", "3MB", "-n", "7", "--scales", "1,3", "--force", "--no-colour",
                      "--pattern", "a*", "--pattern", "re:b", "--without-embeddings", "--json")
     assert result.exit_code == 0, result.output
     [(path, options, as_json)] = seen
@@ -165,6 +165,8 @@ def test_a_field_without_help_or_a_command_without_the_parameter_is_refused():
         options_from(Toy)(lambda path: None)
     with pytest.raises(ValueError, match="must start with '--'"):
         option(1, help="x", flag="-n")
+    with pytest.raises(ValueError, match="one letter"):
+        option(1, help="x", short="--n")
 
 
 def test_option_keeps_its_metadata_and_parses_a_text_default():

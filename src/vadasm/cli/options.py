@@ -130,10 +130,11 @@ def _flag(cls: type, field: dataclasses.Field, kind: Any, path: tuple[str, ...],
         default = False
     if meta.flag is not None:
         decls: tuple[str, ...] = (meta.flag,)
-    elif annotation is bool and default is False:
-        decls = (flag_name(field),)
+    elif annotation is bool and default is not False:
+        decls = (f"{flag_name(field)}/--no-{flag_name(field)[2:]}",) if meta.short else ()
     else:
-        decls = ()
+        decls = (flag_name(field),)
+    decls += (meta.short,) if meta.short else ()
     info = typer.Option(*decls, help=meta.help, metavar=meta.metavar)
     parameter = inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                   annotation=Annotated[annotation, info])

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 
 from vadasm.cli import app
-from vadasm.cli.common import AsJson, Force, Quiet, emit
+from vadasm.cli.common import AsJson, Quiet, emit
+from vadasm.cli.options import options_from
+from vadasm.tokensurgeon.run import SurgeryOptions
 
 
 @app.command("tokensurgeon")
+@options_from(SurgeryOptions)
 def tokensurgeon(
     model: Annotated[str, typer.Argument(help="The model whose weights are kept (a text model folder).")],
     donor: Annotated[str, typer.Argument(help="The model whose tokenizer (vocabulary) MODEL receives.")],
     output: Annotated[str, typer.Argument(help="Output folder (written atomically; never an input).")],
-    method: Annotated[str, typer.Option(
-        "--method", "-a",
-        help="How rows of tokens MODEL lacks are predicted: omp (mergekit's default: each new token as a sparse "
-             "combination of K shared tokens in DONOR's space, same coefficients on MODEL's rows), lstsq or "
-             "procrustes (ours: one anchor-token map DONOR space -> MODEL space, as the graft fits).")] = "omp",
-    k: Annotated[int, typer.Option("-k", "--k", help="Shared tokens per new token for omp (mergekit's -k).")] = 64,
-    batch_size: Annotated[int, typer.Option(help="New tokens predicted per batch (memory vs speed).")] = 512,
-    force: Force = False,
+    options: SurgeryOptions,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -36,12 +33,11 @@ def tokensurgeon(
 
     Example: vadasm tokensurgeon ./gemma3-270m ./smollm2 ./gemma3-smol-vocab --method omp -k 64
     """
-    from vadasm.tokensurgeon import SurgeryOptions, token_surgery
+    from vadasm.tokensurgeon import token_surgery
 
-    options = SurgeryOptions(method=method, k=k, batch_size=batch_size, force=force,
-                             progress=not (quiet or as_json))
+    options = replace(options, progress=not (quiet or as_json))
     result = token_surgery(model, donor, output, options)
-    how = f"omp, k={k}" if method == "omp" else method
+    how = f"omp, k={options.k}" if options.method == "omp" else options.method
     lines = [f"token surgery ({how}) -> {result.output}",
              f"  {result.vocab_rows} rows: {result.shared_tokens} shared tokens keep MODEL's rows, "
              f"{result.predicted_tokens} predicted, {result.zero_rows} without a token (zero)",

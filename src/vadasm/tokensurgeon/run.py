@@ -22,6 +22,7 @@ from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free
 from vadasm.io.model_folder import read_json
 from vadasm.io.provenance import provenance_record, write_provenance
+from vadasm.options import FORCE_HELP, option
 from vadasm.tokensurgeon.approximate import SURGERY_METHODS, predict_rows
 from vadasm.tokensurgeon.vocab import TokenPlan, plan_tokens, read_tokenizer
 
@@ -33,11 +34,16 @@ MIN_SHARED = 16  # below this no map or pursuit is worth trusting
 
 @dataclass
 class SurgeryOptions:
-    method: str = "omp"
-    k: int = 64  # atoms per token for omp (mergekit's default)
-    batch_size: int = 512
-    force: bool = False
-    progress: bool = True
+    """How to run a token surgery; `vadasm tokensurgeon` derives its flags from these fields."""
+
+    method: str = option("omp", short="-a", help=(
+        "How rows of tokens MODEL lacks are predicted: omp (mergekit's default: each new token as a sparse "
+        "combination of K shared tokens in DONOR's space, same coefficients on MODEL's rows), lstsq or "
+        "procrustes (ours: one anchor-token map DONOR space -> MODEL space, as the graft fits)."))
+    k: int = option(64, short="-k", help="Shared tokens per new token for omp (mergekit's -k).")  # mergekit's default
+    batch_size: int = option(512, help="New tokens predicted per batch (memory vs speed).")
+    force: bool = option(False, help=FORCE_HELP)
+    progress: bool = option(True, cli=False, help="Progress bars (the CLI turns them off for --quiet and --json).")
 
 
 @dataclass
