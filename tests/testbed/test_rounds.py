@@ -84,6 +84,8 @@ def test_answer_hits_need_every_answer_token_to_be_the_argmax():
     hidden[1, 0, 2] = hidden[1, 1, 0] = 1  # row 1 predicts 2 then 0 (should be 1): wrong
     hidden[2, 0, 1] = 1  # row 2 predicts 1: right
     assert answer_hits(hidden, head, batch).tolist() == [True, False, True]
+    # with 1 as the end token, row 1's miss on its last token (predicted 0, should end with 1) is not checked
+    assert answer_hits(hidden, head, batch, end_id=1).tolist() == [True, True, True]
 
     def forward(b, idx):
         return hidden[idx][:, : b.input_ids.shape[1]]

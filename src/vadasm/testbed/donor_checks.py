@@ -43,7 +43,8 @@ def val_check(
     def measure() -> dict[str, float]:
         model.eval()
         values = exact_answer_accuracy(forward, model.lm_head, encoded, [item.qtype for item in sample],
-                                       processor.tokenizer.pad_token_id or 0, recipe.batch_size)
+                                       processor.tokenizer.pad_token_id or 0, recipe.batch_size,
+                                       processor.tokenizer.eos_token_id)
         model.train()
         return values
 

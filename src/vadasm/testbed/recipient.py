@@ -82,7 +82,7 @@ def train_recipient(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     def measure() -> dict[str, float]:
         model.eval()
         values = exact_answer_accuracy(forward, model.lm_head, val_encoded, [p.kind for p in val],
-                                       tokenizer.pad_token_id, recipe.batch_size)
+                                       tokenizer.pad_token_id, recipe.batch_size, tokenizer.eos_token_id)
         model.train()
         return values
 
