@@ -58,6 +58,7 @@ class Run:
     peak_rss_bytes: int
     returncode: int
     stderr_tail: str = ""
+    load_before: float | None = None  # 1-minute load average when the child started (shared machines)
 
 
 @dataclass
@@ -77,6 +78,7 @@ def timed(cmd: list[str]) -> Run:
 
     Not os.wait4 from this process: a child spawned by fork/vfork starts its peak-RSS record at
     this (large, after comparing outputs) process's RSS, which inflated later runs' numbers."""
+    load = os.getloadavg()[0]
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         started = time.perf_counter()
         proc = subprocess.run([TIME, "-f", "%U %S %M", "-o", report.name, *cmd], stdout=subprocess.DEVNULL,
@@ -84,7 +86,7 @@ def timed(cmd: list[str]) -> Run:
         seconds = time.perf_counter() - started
         user, system, max_kib = report.read().split()[-3:]
     return Run(round(seconds, 2), round(float(user) + float(system), 2), int(max_kib) * 1024, proc.returncode,
-               proc.stderr[-2000:])
+               proc.stderr[-2000:], round(load, 2))
 
 
 def write_recipe(path: Path, method: str, base: Path, models: list[Path], dtype: str) -> Path:
@@ -149,7 +151,8 @@ def run_size(size: str, args, models_root: Path, out_root: Path) -> list[Row]:
             print(f"[{size}] {method}: {tool} ...", end=" ", flush=True)
             runs[tool] = timed(cmd)
             run = runs[tool]
-            print(f"{run.seconds:.1f}s ({run.cpu_seconds:.1f}s CPU), {run.peak_rss_bytes / GIB:.2f} GiB", flush=True)
+            print(f"{run.seconds:.1f}s ({run.cpu_seconds:.1f}s CPU), {run.peak_rss_bytes / GIB:.2f} GiB, "
+                  f"load average {run.load_before:.2f} at start", flush=True)
             if run.returncode != 0:
                 raise SystemExit(f"{tool} failed on {size} {method} (exit {run.returncode}):\n{run.stderr_tail}")
         row = Row(size, method, runs["vadasm"], runs["mergekit"])
