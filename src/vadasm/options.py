@@ -40,7 +40,7 @@ SHARD_SIZE_HELP = "Largest output shard, e.g. 5GB, 500MB."
 class OptionMeta:
     """What the CLI needs beyond the field's name, type and default."""
 
-    help: str
+    help: str | Callable[[], str]  # a callable is asked when the CLI is built (e.g. to list registered methods)
     flag: str | None = None  # e.g. "--out-dtype"; None means "--" + field name with "-" for "_"
     cli: bool = True  # False: the field is set by code, never by a flag
     metavar: str | None = None
@@ -48,11 +48,15 @@ class OptionMeta:
     parse: Callable[[str], Any] | None = None  # flag text -> field value
     text: str | None = None  # with `parse`: the default as the flag's text
 
+    def help_text(self) -> str:
+        """The help text, from `help` called now when it is a callable."""
+        return self.help() if callable(self.help) else self.help
+
 
 def option(
     default: Any = dataclasses.MISSING,
     *,
-    help: str,
+    help: str | Callable[[], str],
     flag: str | None = None,
     cli: bool = True,
     default_factory: Callable[[], Any] | Any = dataclasses.MISSING,

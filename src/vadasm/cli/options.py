@@ -135,7 +135,7 @@ def _flag(cls: type, field: dataclasses.Field, kind: Any, path: tuple[str, ...],
     else:
         decls = (flag_name(field),)
     decls += (meta.short,) if meta.short else ()
-    info = typer.Option(*decls, help=meta.help, metavar=meta.metavar)
+    info = typer.Option(*decls, help=meta.help_text(), metavar=meta.metavar)
     parameter = inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                   annotation=Annotated[annotation, info])
     return _Flag((*path, field.name), parameter, meta.parse, omitted)
