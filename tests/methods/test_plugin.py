@@ -22,6 +22,8 @@ from safetensors.torch import load_file
 from fuzz_cases import run_cli
 from pico_models import make_text_model, perturbed_copy
 from vadasm.errors import VadasmError
+from vadasm.graft.language import delta_params
+from vadasm.graft.options import GraftOptions, check_options, text_methods
 from vadasm.merge import MergeOptions, recipe_from_dict, run_merge
 from vadasm.methods import METHODS, get_method, method_names
 from vadasm.tune import MergeBuilder, space_from_specs
@@ -140,7 +142,9 @@ def test_tune_searches_it_in_a_merge_recipe(toy, trio, tmp_path):
     _check_clipped_sum(trio, tmp_path / "candidate", 0.02)
 
 
-@pytest.mark.xfail(strict=True, reason="graft's language-merge methods are a hard-coded TEXT_METHODS tuple "
-                                       "(graft/options.py), not derived from the registry")
-def test_graft_offers_it_as_a_language_merge_method(fresh_cli):
-    assert NAME in fresh_cli["graft --help"]
+def test_graft_offers_it_as_a_language_merge_method(fresh_cli, toy):
+    assert NAME in fresh_cli["graft --help"] and NAME in text_methods()
+    check_options(GraftOptions.flat(merge_method=NAME))  # accepted
+    # graft calls it with the recipient and donor: weights 1 and beta, its own parameter at its default
+    assert delta_params(get_method(NAME), 0.5, 0.3) == {"weight": [1.0, 0.5], "clip": 1.0}
+    assert "model_stock" not in text_methods() and "slerp" not in text_methods()  # no weight read / t required

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -19,7 +20,7 @@ from vadasm.graft.pairing import TextView
 from vadasm.graft.result import GraftResult
 from vadasm.io import Checkpoint
 from vadasm.io.provenance import natural_key, tensor_seed
-from vadasm.methods import get_method
+from vadasm.methods import MergeMethod, get_method
 from vadasm.methods.regmean import regmean
 
 
@@ -55,10 +56,11 @@ def open_base(opts: GraftOptions, r_text: TextView, result: GraftResult) -> Text
             raise VadasmError(f"{base_ck.path}: tensor '{name}' has shape {view.shapes().get(name)}, recipient "
                               f"has {shape}; --base must be the common base of donor and recipient")
     protected = protected_layers(opts, r_text.arch.num_layers())
+    declares_density = "density" in get_method(lang.merge_method).model_params
     detail = {"task_arithmetic": "",
               "regmean": f" (alpha {reg.regmean_alpha}, donor weight {reg.regmean_donor_weight}, grams on "
                          f"{reg.donor_data} / {reg.recipient_data}; other tensors by task arithmetic)",
-              }.get(lang.merge_method, f" (density {lang.density})")
+              }.get(lang.merge_method, f" (density {lang.density})" * declares_density)
     result.language_model = (f"recipient + {lang.beta} x (donor LM - base) by {lang.merge_method}{detail}"
                              + f"; layers 0-{protected - 1} protected" * (protected > 0)
                              + "; embeddings and head from the recipient")
@@ -132,11 +134,15 @@ def _merge_language(method, opts: GraftOptions, name: str, recipient: TextView, 
     """recipient + beta * prune(donor - base), through the registry's task-vector methods: the
     recipient's own delta enters with weight 1 and density 1, so it is never pruned."""
     generator = torch.Generator().manual_seed(tensor_seed(opts.seed, name))
-    return method.func(
-        base.get(name).float(), [recipient.get(name).float(), donor.get(name).float()],
-        weight=[1.0, opts.language.beta], density=[1.0, opts.language.density], normalize=False,
-        rescale=True, generator=generator, **{"lambda": 1.0},
-    )
+    return method.func(base.get(name).float(), [recipient.get(name).float(), donor.get(name).float()],
+                       generator=generator, **delta_params(method, opts.language.beta, opts.language.density))
+
+
+def delta_params(method: MergeMethod, beta: float, density: float) -> dict[str, Any]:
+    """`method`'s parameters for [recipient, donor]: weights 1 and beta, densities 1 and `density`, no
+    normalising, lambda 1, rescale on; what graft does not set keeps the method's default (per model: twice)."""
+    chosen = {"weight": [1.0, beta], "density": [1.0, density], "normalize": False, "rescale": True, "lambda": 1.0}
+    return {p.name: chosen.get(p.name, [p.default] * 2 if p.per_model else p.default) for p in method.params}
 
 
 def _grow_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:

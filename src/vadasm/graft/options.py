@@ -18,10 +18,21 @@ from typing import Any
 from vadasm.errors import VadasmError
 from vadasm.graft.embedding_maps import MAP_METHODS
 from vadasm.io import DEFAULT_SHARD_SIZE
+from vadasm.methods import method_names
 from vadasm.options import ALLOW_PICKLE_HELP, FORCE_HELP, TRUST_REMOTE_CODE_HELP, option
 
-TEXT_METHODS = ("task_arithmetic", "ties", "dare_linear", "dare_ties", "regmean")
 RUN_ONLY = ("shard_size", "force", "allow_pickle", "trust_remote_code", "progress")  # not in the recipe
+
+
+def text_methods() -> list[str]:
+    """Class A's language-merge methods: every registered method that merges a delta onto a base (asked
+    now, so a method registered after this module is imported is offered too), and graft's own RegMean."""
+    return [*method_names(merges_deltas=True), "regmean"]
+
+
+def _merge_method_help() -> str:
+    return (f"Class A: {', '.join(text_methods()[:-1])}, or regmean (linear layers solved from each model's "
+            "inputs on its own task; needs --donor-data and --recipient-data).")
 
 
 @dataclass
@@ -50,10 +61,7 @@ class LanguageMergeOptions:
     base: str | None = option(
         None, help="Class A: the common base of the donor's LM and the recipient; enables the language merge.")
     beta: float = option(1.0, help="Class A: weight of the donor's language delta (donor LM - base).")
-    merge_method: str = option(
-        "task_arithmetic",
-        help="Class A: task_arithmetic, ties, dare_linear, dare_ties, or regmean (linear layers solved from "
-             "each model's inputs on its own task; needs --donor-data and --recipient-data).")
+    merge_method: str = option("task_arithmetic", help=_merge_method_help)
     density: float = option(1.0, help="Class A, ties/dare: fraction of the donor delta kept.")
     regmean: RegMeanOptions = option(default_factory=RegMeanOptions, help="RegMean's settings.")
     # None: 0.2 for the task-vector methods, 0 for regmean (whose point is to fix those first layers:
@@ -166,8 +174,8 @@ def check_options(opts: GraftOptions) -> None:
     lang, reg = opts.language, opts.language.regmean
     if opts.vision_from not in ("recipient", "donor"):
         raise VadasmError(f"--vision-from must be 'recipient' or 'donor', not {opts.vision_from!r}")
-    if lang.merge_method not in TEXT_METHODS:
-        raise VadasmError(f"--merge-method: {lang.merge_method!r} unknown (choose from {', '.join(TEXT_METHODS)})")
+    if lang.merge_method not in text_methods():
+        raise VadasmError(f"--merge-method: {lang.merge_method!r} unknown (choose from {', '.join(text_methods())})")
     if opts.projector.map_method not in MAP_METHODS:
         raise VadasmError(f"--map: {opts.projector.map_method!r} unknown (choose from {', '.join(MAP_METHODS)})")
     if not 0 <= lang.protect_ratio <= 1:

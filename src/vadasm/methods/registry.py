@@ -109,6 +109,17 @@ class MergeMethod:
     summary: str = ""  # one line for --help
 
     @property
+    def merges_deltas(self) -> bool:
+        """Can it add weighted deltas from a base, with every other parameter at its default? True for a
+        base-relative method that reads a per-model `weight`, takes two models and needs no data: graft's
+        language merge (recipient + beta x donor delta over the common base) then offers it."""
+        weight = next((p for p in self.params if p.name == "weight"), None)
+        return (self.needs_base and not self.base_is_input and not self.needs_data
+                and weight is not None and weight.per_model and not weight.ignored
+                and self.exact_inputs in (None, 2) and (self.min_inputs or 0) <= 2
+                and all(p.default is not None for p in self.params))
+
+    @property
     def model_params(self) -> dict[str, Any]:
         """Per-model parameters: name -> default."""
         return {p.name: p.default for p in self.params if p.per_model}
@@ -142,9 +153,11 @@ def get_method(name: str) -> MergeMethod:
     return METHODS[name]
 
 
-def method_names(*, needs_data: bool | None = None) -> list[str]:
-    """Registered method names, sorted; `needs_data` filters data-aware (or data-free) methods."""
-    return sorted(n for n, m in METHODS.items() if needs_data is None or m.needs_data == needs_data)
+def method_names(*, needs_data: bool | None = None, merges_deltas: bool | None = None) -> list[str]:
+    """Registered method names, sorted; `needs_data` filters data-aware (or data-free) methods,
+    `merges_deltas` those that can (or cannot) merge a delta onto a base (`MergeMethod.merges_deltas`)."""
+    return sorted(n for n, m in METHODS.items() if (needs_data is None or m.needs_data == needs_data)
+                  and (merges_deltas is None or m.merges_deltas == merges_deltas))
 
 
 def ignored_settings(method: MergeMethod, recipe: Any) -> list[str]:
