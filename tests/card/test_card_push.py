@@ -15,9 +15,9 @@ from vadasm.card import CARD_MARKER, render_card, write_card
 from vadasm.card.render import fmt
 from vadasm.cli import _register_subcommands, app
 from vadasm.errors import VadasmError
+from vadasm.eval.gate import record_in_config, validation_gate
 from vadasm.hub import push
 from vadasm.merge import MergeOptions, recipe_from_dict, run_merge
-from vadasm.tune.gate import record_in_config, validation_gate
 
 VAL = {"arith/text": 0.4375, "easyvqa/image": 0.8125, "easyvqa/blind": 0.6875}
 RECIPIENT_VAL = {"arith/text": 0.5, "easyvqa/blind": 0.6875}

@@ -26,7 +26,7 @@ from vadasm.graft.language import delta_params
 from vadasm.graft.options import GraftOptions, check_options, text_methods
 from vadasm.merge import MergeOptions, recipe_from_dict, run_merge
 from vadasm.methods import METHODS, get_method, method_names
-from vadasm.tune import MergeBuilder, space_from_specs
+from vadasm.tune import GraftBuilder, MergeBuilder, space_from_specs
 from vadasm.tune.preflight import check_choices
 
 NAME = "toy_clipped_sum"
@@ -135,6 +135,8 @@ def test_a_recipe_with_it_is_validated_and_merges(toy, trio, tmp_path):
 def test_tune_searches_it_in_a_merge_recipe(toy, trio, tmp_path):
     check_choices(MergeBuilder(_recipe(trio, "${method}"), str(trio[0])),
                   space_from_specs([f"method=task_arithmetic,{NAME}"]))  # accepted before any trial
+    check_choices(GraftBuilder("donor", "recipient", {"base": "base"}),
+                  space_from_specs([f"merge_method=ties,{NAME}"]))  # and in a graft search
     template = _recipe(trio, "${method}", "${clip}")
     builder = MergeBuilder(template, str(trio[0]))
     builder.check(["method", "clip"])

@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM
 
 from pico_models import make_text_model, perturbed_copy
 from vadasm.errors import VadasmError
+from vadasm.eval.gate import record_in_config, validation_gate
 from vadasm.tune import GraftBuilder, HarnessObjective, MergeBuilder, make_optimizer, space_from_specs, tune
-from vadasm.tune.gate import record_in_config, validation_gate
 from vadasm.tune.objective import substitute
 
 

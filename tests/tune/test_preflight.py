@@ -33,9 +33,11 @@ def test_merge_search_accepts_registered_methods_and_names_a_bad_one() -> None:
 
 def test_graft_search_accepts_what_graft_accepts() -> None:
     builder = GraftBuilder("donor", "recipient", {"base": "base"})
-    check_choices(builder, space_from_specs(["merge_method=ties,dare_ties", "map_method=lstsq,omp"]))
-    with pytest.raises(VadasmError, match=r"^--param merge_method=della: --merge-method: 'della' unknown"):
-        check_choices(builder, space_from_specs(["merge_method=ties,della"]))
+    check_choices(builder, space_from_specs(["merge_method=ties,della", "map_method=lstsq,omp"]))
+    with pytest.raises(VadasmError, match=r"^--param merge_method=regmean: --merge-method regmean needs"):
+        check_choices(builder, space_from_specs(["merge_method=ties,regmean"]))
+    with pytest.raises(VadasmError, match=r"^--param merge_method=tiez: --merge-method: 'tiez' unknown"):
+        check_choices(builder, space_from_specs(["merge_method=ties,tiez"]))
 
 
 def test_tune_command_refuses_before_any_trial(tmp_path) -> None:

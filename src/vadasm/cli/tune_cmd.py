@@ -214,7 +214,7 @@ def evaluation_seconds(result) -> float:
 def record_tuning(output: Path, result, weights: dict[str, float], search: str, limit: int | None) -> None:
     """Tuning, validation (with the gate) and test sections of the winner's vadasm_config.json."""
     from vadasm.card import hardware_summary
-    from vadasm.tune.gate import record_in_config
+    from vadasm.eval.gate import record_in_config
 
     recipient = result.reference("recipient")
     record_in_config(output, "tuning", {

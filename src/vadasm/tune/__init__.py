@@ -1,6 +1,6 @@
 """Coefficient tuning on validation data with the change-nothing candidate always in the race."""
 
-from vadasm.tune.gate import GateResult, validation_gate
+from vadasm.eval.gate import GateResult, validation_gate
 from vadasm.tune.objective import Evaluation, GraftBuilder, HarnessObjective, MergeBuilder
 from vadasm.tune.optimizers import SEARCHES, make_optimizer
 from vadasm.tune.run import Trial, TuneResult, tune

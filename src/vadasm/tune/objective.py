@@ -168,7 +168,7 @@ class HarnessObjective:
     def score(self, folder: Path, split: str, controls: bool) -> dict[str, float]:
         from vadasm.eval.backends import Decoding, load_backend
         from vadasm.eval.benchmarks.multi import evaluate_parts
-        from vadasm.tune.gate import scores_of
+        from vadasm.eval.gate import scores_of
 
         decoding = Decoding(seed=self.seed, batch_size=self.batch_size)
         load = [("candidate", partial(load_backend, folder, "transformers", self.device))]

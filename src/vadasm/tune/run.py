@@ -25,8 +25,8 @@ from typing import Any
 from tqdm import tqdm
 
 from vadasm.errors import VadasmError
+from vadasm.eval.gate import GateResult, validation_gate
 from vadasm.scale import RayPool
-from vadasm.tune.gate import GateResult, validation_gate
 from vadasm.tune.objective import Evaluation
 from vadasm.tune.optimizers import Optimizer
 from vadasm.tune.space import SearchSpace
