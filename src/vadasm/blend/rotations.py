@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import time
-import zlib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from vadasm.blend.select import TensorRoles, TensorSelector
 from vadasm.blend.svd import svd_fp32
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, atomic_output_dir
+from vadasm.io.provenance import tensor_seed
 from vadasm.version import __version__
 
 CSV_FILE = "rotations.csv"
@@ -117,7 +117,7 @@ def run_rotations(
     rows: list[RotationRow] = []
     for name in tqdm(chosen, desc="rotations", unit="tensor", disable=not progress):
         weights = [c.get_checked(name).to(device, torch.float32) for c in chain]
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+        generator = torch.Generator().manual_seed(tensor_seed(seed, name))
         null = [weights[0]]
         for prev, cur in zip(weights, weights[1:], strict=False):
             null.append(null_step(null[-1].cpu(), float(torch.linalg.matrix_norm(cur - prev)), generator).to(device))

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free, parse_dtype
-from vadasm.io.provenance import input_records, provenance_record, write_provenance
+from vadasm.io.provenance import input_records, natural_key, provenance_record, write_provenance
 from vadasm.moe.build_config import RANDOM_GATES, MoeBuildConfig, MoeExpert, check_moe_config, load_moe_config
 from vadasm.moe.gates import (
     load_prompt_tokenizer,
@@ -182,7 +182,7 @@ def _plan(moe: MoeOutput, config: MoeBuildConfig, base: Checkpoint, opened: dict
         if moe.shared == "gated":
             add(moe.shared_router_name(layer), (1, hidden), base.dtype(EMBED),
                 lambda i=layer: gates[i, len(config.experts):].contiguous())
-    plan.sort(key=lambda entry: _natural(entry[0].name))
+    plan.sort(key=lambda entry: natural_key(entry[0].name))
     return plan
 
 
@@ -239,12 +239,6 @@ def _config_dtype(config: dict) -> torch.dtype | None:
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _natural(name: str) -> list:
-    import re
-
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
 
 def _yaml(config: MoeBuildConfig) -> str:

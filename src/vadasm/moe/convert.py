@@ -10,7 +10,6 @@ dense counterpart and are reported as dropped.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from tqdm import tqdm
 from vadasm.arch import Architecture, architecture_for
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free
-from vadasm.io.provenance import input_records, provenance_record, write_provenance
+from vadasm.io.provenance import input_records, natural_key, provenance_record, write_provenance
 from vadasm.moe.experts import AGGREGATIONS, INJECT_SCALES, aggregate_experts, injection_scale, top_k_experts
 from vadasm.moe.router import router_usage
 
@@ -193,7 +192,7 @@ def _keep(result: MoeResult, name: str, reason: str) -> None:
 def _write(output, recipient: Checkpoint, produce: Callable[[str], torch.Tensor | None], result: MoeResult,
            inputs: list[Checkpoint], finish: Callable[[], None], force: bool, progress: bool) -> None:
     """Stream the recipient's tensor list through `produce` (None = keep), then provenance."""
-    names = sorted(recipient.keys(), key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)])
+    names = sorted(recipient.keys(), key=natural_key)
     plan = [PlannedTensor(n, recipient.shape(n), recipient.get(n).dtype) for n in names]
     with atomic_output_dir(output, force, inputs) as tmp:
         writer = ShardedWriter(tmp, plan)

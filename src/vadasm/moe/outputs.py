@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
+from vadasm.io.provenance import set_config_dtype
 from vadasm.moe.build_config import RANDOM_GATES, MoeBuildConfig
 
 PROJECTIONS = ("gate", "up", "down")
@@ -120,7 +123,7 @@ def output_config(output: MoeOutput, base_config: dict, experts: int, per_token:
         config.shared_expert_intermediate_size = base_config["intermediate_size"]
     result = json.loads(config.to_json_string())
     if dtype is not None:
-        result["dtype"] = dtype
+        set_config_dtype(result, getattr(torch, dtype))  # `dtype`: the base's torch_dtype was left out above
     return result
 
 

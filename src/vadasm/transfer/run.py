@@ -11,7 +11,6 @@ and head sizes differ across sizes; nothing maps a head of one model onto a head
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from vadasm.arch import Architecture, architecture_for
 from vadasm.errors import VadasmError
 from vadasm.graft.embedding_maps import embed_scale, fit_map, shared_anchors
 from vadasm.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_output_dir, check_output_free
-from vadasm.io.provenance import input_records, provenance_record, tensor_seed, write_provenance
+from vadasm.io.provenance import input_records, natural_key, provenance_record, tensor_seed, write_provenance
 from vadasm.options import FORCE_HELP, option
 from vadasm.transfer.mlp import MlpTransfer, MlpWeights, layer_pairs, matched_norm_random, mlp_transfer
 
@@ -211,7 +210,7 @@ def _write_pair(recipient: Checkpoint, output: Path, control: Path, delta, opts:
                 result: TransferResult, started: float, inputs: list[Checkpoint], finish) -> None:
     """Stream the recipient once, writing the transfer and its matched-norm random control."""
     squared = {"delta": 0.0, "control": 0.0}
-    names = sorted(recipient.keys(), key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)])
+    names = sorted(recipient.keys(), key=natural_key)
     plan = [PlannedTensor(n, recipient.shape(n), recipient.get(n).dtype) for n in names]
     read = list(inputs)  # opened checkpoints: also checked for changes before the rename
     with (atomic_output_dir(output, opts.force, read) as out_tmp,
