@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vadasm.errors import VadasmError
+from vadasm.graft.grams import cached_grams, calibration_items, layer_relative_name
 from vadasm.merge.lora import LoraCheckpoint
 from vadasm.methods.registry import MergeMethod
 
@@ -78,8 +79,6 @@ class ModelGrams:
     def for_tensor(self, action: TensorAction, piece: LayerSlice, arch: Architecture) -> list[torch.Tensor] | None:
         """The Grams of this output tensor's sources (one per input, in order), or None where the
         tensor is not a text decoder layer's 2-D weight with a Gram in every input model."""
-        from vadasm.graft.grams import layer_relative_name  # vadasm.graft imports vadasm.merge.run
-
         role = arch.role(action.source_name(piece.reference.model))
         if role.part != "text" or role.layer is None or len(action.shape) != 2:
             return None
@@ -109,8 +108,6 @@ def prepare_grams(recipe: Any, method: MergeMethod, slices: list[LayerSlice], ch
     """Run each input model on its calibration items and keep its Grams; None if `method` needs no data."""
     if not method.needs_data:
         return None
-    from vadasm.graft.grams import cached_grams  # vadasm.graft imports vadasm.merge.run
-
     if align:
         raise VadasmError(f"--align cannot be combined with '{method.name}': its Grams are measured on the "
                           "models as stored, not on permuted ones")
@@ -137,8 +134,6 @@ def prepare_grams(recipe: Any, method: MergeMethod, slices: list[LayerSlice], ch
 
 def _items(source: str, samples: int, seed: int) -> list:
     """`samples` calibration items of `source`; fewer is refused (calibration_samples says how many)."""
-    from vadasm.graft.grams import calibration_items
-
     items = calibration_items(source, samples, seed)
     if len(items) < samples:
         raise VadasmError(f"{source}: {len(items)} calibration item(s), but {SAMPLES_KEY} is {samples}; "
