@@ -55,7 +55,7 @@ class StagesRecipe:
     lora_rank: int = 16
     lora_alpha: int = 32
     tune_max_steps: int = 600
-    tune_eval_every: int = 50
+    tune_eval_every: int = 100  # a check (480 questions) costs ~10 steps
     tune_min_val: float = 0.92  # overall, in every validation format
     tune_min_val_what: float = 0.95  # what-colour and what-shape, in every validation format
     val_images: int = 200
