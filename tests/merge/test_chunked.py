@@ -4,9 +4,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import vadasm.merge.run as run_module
+import vadasm.merge.tensors as tensors_module
+from vadasm.arch import architecture_for
 from vadasm.io import Checkpoint
 from vadasm.merge import MergeOptions, recipe_from_dict, run_merge
+from vadasm.merge.plan import plan_tensors
+from vadasm.merge.slices import resolve_slices
+from vadasm.methods import get_method
 
 QUIET = MergeOptions(progress=False)
 
@@ -32,11 +36,11 @@ def test_chunked_merge_is_byte_identical_to_one_chunk(tmp_path, llama_trio, monk
     if method == "linear":  # the base is also an input: read once per chunk, used twice
         raw["models"] = [{"model": str(m), "parameters": {"weight": w}} for m, w in ((base, 0.2), (ft1, 0.5),
                                                                                      (ft2, 0.3))]
-    monkeypatch.setattr(run_module, "CHUNK_ELEMENTS", 10**9)
+    monkeypatch.setattr(tensors_module, "CHUNK_ELEMENTS", 10**9)
     run_merge(recipe_from_dict(raw), tmp_path / "whole", QUIET)
     # partial rows of 1-D tensors and single rows of matrices; TIES histograms cost per chunk, so fewer
-    monkeypatch.setattr(run_module, "CHUNK_ELEMENTS", 1000 if method == "ties" else 37)
-    monkeypatch.setattr(run_module, "CUT_CACHE_ELEMENTS", 0 if bf16 else 10**9)  # TIES cuts: streamed / kept
+    monkeypatch.setattr(tensors_module, "CHUNK_ELEMENTS", 1000 if method == "ties" else 37)
+    monkeypatch.setattr(tensors_module, "CUT_CACHE_ELEMENTS", 0 if bf16 else 10**9)  # TIES cuts: streamed / kept
     run_merge(recipe_from_dict(raw), tmp_path / "chunked", QUIET)
     assert (tmp_path / "whole/model.safetensors").read_bytes() == (tmp_path / "chunked/model.safetensors").read_bytes()
 
@@ -46,14 +50,14 @@ def test_row_path_equals_the_whole_tensor_path(tmp_path, llama_trio, monkeypatch
     raw = {"merge_method": "ties", "base_model": str(base), "dtype": "float32", "models": [
         {"model": str(m), "parameters": {"weight": 0.5, "density": 0.4}} for m in (ft1, ft2)]}
     recipe = recipe_from_dict(raw)
-    monkeypatch.setattr(run_module, "CHUNK_ELEMENTS", 100)
+    monkeypatch.setattr(tensors_module, "CHUNK_ELEMENTS", 100)
     run_merge(recipe, tmp_path / "out", QUIET)
     merged = load_file(tmp_path / "out/model.safetensors")
-    method = run_module.get_method("ties")
+    method = get_method("ties")
     checkpoints = {str(p): Checkpoint.open(p) for p in (base, ft1, ft2)}
-    arch = run_module.architecture_for(checkpoints[str(base)].config, checkpoints[str(base)].keys())
-    slices = run_module.resolve_slices(recipe, checkpoints, arch)
-    for action in run_module.plan_tensors(slices, checkpoints, arch):
-        sources = run_module._sources(slices[action.slice], action, checkpoints)
-        whole = run_module._merge_tensor(recipe, method, action, slices[action.slice], sources, "cpu")
+    arch = architecture_for(checkpoints[str(base)].config, checkpoints[str(base)].keys())
+    slices = resolve_slices(recipe, checkpoints, arch)
+    for action in plan_tensors(slices, checkpoints, arch):
+        sources = tensors_module.sources_of(slices[action.slice], action, checkpoints)
+        whole = tensors_module.merge_tensor(recipe, method, action, slices[action.slice], sources, "cpu")
         assert torch.equal(merged[action.name], whole), action.name

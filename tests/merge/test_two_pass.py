@@ -5,7 +5,7 @@ import importlib
 import pytest
 import torch
 
-from vadasm.merge.run import _generators
+from vadasm.merge.tensors import tensor_generators
 from vadasm.merge.two_pass import merge_two_pass, streams_in_two_passes
 from vadasm.methods import get_method
 
@@ -30,7 +30,8 @@ def streamed(method_name, base, tensors, params, seed=7):
         reads.append((rows, check))
         return base[rows[0]:rows[1]], [t[rows[0]:rows[1]] for t in tensors]
 
-    merge_two_pass(method, tuple(base.shape), params, _generators(seed, "w", len(tensors), "cpu"), read, written.append)
+    merge_two_pass(method, tuple(base.shape), params, tensor_generators(seed, "w", len(tensors), "cpu"), read,
+                   written.append)
     return torch.cat(written), reads
 
 
@@ -44,7 +45,7 @@ def test_streamed_equals_whole(monkeypatch, method_name, shape):
     tensors = [base + 0.1 * torch.randn(shape, generator=gen) + 0.02 * i for i in range(3)]
     params = PARAMS[method_name](3)
     method = get_method(method_name)
-    whole = method.func(base, tensors, **params, generator=_generators(7, "w", 3, "cpu"))
+    whole = method.func(base, tensors, **params, generator=tensor_generators(7, "w", 3, "cpu"))
     out, reads = streamed(method_name, base, tensors, params)
     assert torch.equal(out, whole)
     one_chunk = len(shape) == 1 and method_name != "model_stock"  # a 1-D tensor is one DELLA row

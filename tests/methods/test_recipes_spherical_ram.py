@@ -132,12 +132,12 @@ def test_nuslerp_without_weights_and_with_three_models_are_refused_by_the_recipe
 
 @pytest.mark.parametrize("case", ["nearswap", "ram"])
 def test_row_chunked_methods_equal_the_whole_tensor_function(tmp_path, trio, monkeypatch, case):
-    import vadasm.merge.run as run_module
+    import vadasm.merge.tensors as tensors_module
 
     spec, expected_fn = CASES[case]
     base, ft1, ft2 = trio
     models = [ft1, ft2][:len(spec["params"])]
-    monkeypatch.setattr(run_module, "CHUNK_ELEMENTS", 37)  # partial rows of vectors, single rows of matrices
+    monkeypatch.setattr(tensors_module, "CHUNK_ELEMENTS", 37)  # partial rows of vectors, single rows of matrices
     merged, _ = _merge(tmp_path, {"merge_method": case, "base_model": str(base), "parameters": spec["parameters"],
                                   "models": [{"model": str(m)} for m in models]})
     _check(merged, base, models, expected_fn)
