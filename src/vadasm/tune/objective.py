@@ -99,14 +99,13 @@ class GraftBuilder:
     fixed: dict[str, Any] = field(default_factory=dict)
 
     def check(self, names: list[str]) -> None:
-        from vadasm.graft.options import GraftOptions
+        from vadasm.graft.options import RUN_ONLY, GraftOptions
 
-        known = set(GraftOptions.flat_names())
-        unknown = sorted((set(names) | set(self.fixed)) - known)
+        known = GraftOptions.flat_names()
+        unknown = sorted((set(names) | set(self.fixed)) - set(known))
         if unknown:
-            tunable = ("beta, density, protect_ratio, map_method, merge_method, projector_variance, "
-                       "regmean_donor_weight, regmean_alpha")
-            raise VadasmError(f"graft has no option(s) {unknown}; tunable: {tunable}")
+            options = ", ".join(name for name in known if name not in RUN_ONLY)
+            raise VadasmError(f"graft has no option(s) {unknown}; graft options: {options}")
 
     def build(self, params: dict[str, Any], folder: Path, force: bool = False) -> None:
         from vadasm.graft import GraftOptions, graft
