@@ -84,6 +84,7 @@ class ReaderItem:
     """One user turn (context, question, maybe the suffix) and its one-word answer."""
 
     prompt: str
+    question: str
     answer: str
     group: str
 
@@ -238,8 +239,9 @@ def reader_items(n: int, seed: int = 0, split: str = "train", suffix_share: floa
             continue
         if answer in answers:
             answers[answer] += 1
-        prompt = _context(things, frame, rng) + rng.choice(("\n", "\n", " ")) + question[0].upper() + question[1:]
+        question = question[0].upper() + question[1:]
+        prompt = _context(things, frame, rng) + rng.choice(("\n", "\n", " ")) + question
         if rng.random() < suffix_share:
             prompt += "\n" + SUFFIX
-        items.append(ReaderItem(prompt, answer, group))
+        items.append(ReaderItem(prompt, question, answer, group))
     return items
