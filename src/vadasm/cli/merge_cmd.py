@@ -21,7 +21,7 @@ from vadasm.options import flag_name, option
 class RecipeFlags:
     """Recipe settings given as flags (mergekit-yaml's shortcuts): they build or override the recipe."""
 
-    method: str | None = option(None, help=(
+    method: str | None = option(None, help=lambda: (
         f"One of: {', '.join(method_names())} (overrides the recipe; `vadasm methods` lists their parameters)."))
     base: str | None = option(None, help="Base model (folder or Hub id) for task-vector methods and slerp.")
     model: list[str] = option(default_factory=list, help="An input model; repeat for each.")
