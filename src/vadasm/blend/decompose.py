@@ -22,6 +22,7 @@ from vadasm.blend.select import TensorRoles, TensorSelector
 from vadasm.blend.svd import Svd, svd_fp32
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, atomic_output_dir
+from vadasm.io.json_file import read_json_file
 from vadasm.version import __version__
 
 MANIFEST = "decomposition.json"
@@ -95,12 +96,8 @@ class DecompositionStore:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder).expanduser()
         manifest_file = self.folder / MANIFEST
-        if not manifest_file.is_file():
-            raise VadasmError(f"{manifest_file}: not found; is this a folder written by 'vadasm decompose'?")
-        try:
-            manifest = json.loads(manifest_file.read_text())
-        except json.JSONDecodeError as err:
-            raise VadasmError(f"{manifest_file}: not valid JSON ({err})") from None
+        manifest = read_json_file(
+            manifest_file, f"{manifest_file}: not found; is this a folder written by 'vadasm decompose'?")
         if manifest.get("format") != FORMAT:
             raise VadasmError(f"{manifest_file}: unknown format {manifest.get('format')!r} (expected {FORMAT})")
         self.fingerprint: str = manifest["fingerprint"]

@@ -13,7 +13,6 @@ pickled weights) are refused with one line.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -23,6 +22,7 @@ from safetensors.torch import load_file
 
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint
+from vadasm.io.json_file import read_json_file
 
 _PREFIX = "base_model.model."
 _SUFFIXES = {  # adapter key suffix -> (which factor, delta transposed like an embedding's)
@@ -67,12 +67,7 @@ def read_adapter(folder: Path) -> tuple[dict[str, LoraDelta], dict[str, torch.Te
     from a PEFT adapter folder. PEFT saves `X.base_layer.weight` when it stores an adapted
     embedding layer whole; loading the adapter puts it in place of the model's, and so does this."""
     config_file = folder / "adapter_config.json"
-    if not config_file.is_file():
-        raise VadasmError(f"{folder}: not a PEFT adapter folder (no adapter_config.json)")
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as err:
-        raise VadasmError(f"{config_file}: not valid JSON ({err.msg})") from None
+    config = read_json_file(config_file, f"{folder}: not a PEFT adapter folder (no adapter_config.json)")
     if config.get("peft_type") != "LORA":
         raise VadasmError(f"{config_file}: peft_type {config.get('peft_type')!r}; only LORA adapters are applied")
     for key in ("use_dora", "rank_pattern", "alpha_pattern", "layer_replication"):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vadasm.errors import MissingExtraError, VadasmError
+from vadasm.io.json_file import read_json_file
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?$")
 # Our split names -> the names Hub datasets use, tried in order.
@@ -98,10 +99,7 @@ def _file_rows(path: Path) -> Iterable[Row]:
                     raise VadasmError(f"{path}: row {number}: a row must be a JSON object")
                 yield Row(str(path), number, data, folder)
     elif suffix == ".json":
-        try:
-            records = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise VadasmError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        records = read_json_file(path)
         if isinstance(records, dict) and isinstance(records.get("data"), list):
             records = records["data"]
         if not isinstance(records, list):

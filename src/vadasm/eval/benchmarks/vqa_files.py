@@ -10,13 +10,13 @@ as one line naming the file it is in.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from vadasm.errors import VadasmError
 from vadasm.eval.benchmarks.data import Row
+from vadasm.io.json_file import read_json_file
 
 SPEC_HELP = "official VQA files are given as QUESTIONS.json,ANNOTATIONS.json,IMAGES_DIR"
 _IMAGE_NAME = re.compile(r"^(?:.*_)?(\d+)\.(?:jpe?g|png)$", re.IGNORECASE)
@@ -61,14 +61,7 @@ def official_vqa_rows(source: str) -> list[Row]:
 
 def _records(path: Path, key: str) -> list[dict[str, Any]]:
     """The list under `key` of an official JSON file, every element an object."""
-    if not path.is_file():
-        raise VadasmError(f"{path}: {key} file not found" if not path.exists() else f"{path}: is not a file")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise VadasmError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
-    except (UnicodeDecodeError, OSError) as err:
-        raise VadasmError(f"{path}: cannot be read ({type(err).__name__})") from None
+    content = read_json_file(path, f"{path}: {key} file not found" if not path.exists() else f"{path}: is not a file")
     records = content.get(key) if isinstance(content, dict) else None
     if not isinstance(records, list):
         raise VadasmError(f"{path}: expected an official VQA {key} file (an object with a '{key}' list)")
