@@ -7,7 +7,7 @@ import torch
 
 from vadasm.errors import VadasmError
 from vadasm.eval.backends import Decoding, Request, TransformersBackend, load_backend
-from vadasm.eval.harness import _requests, evaluate
+from vadasm.eval.harness import condition_requests, evaluate
 from vadasm.eval.report import format_table
 from vadasm.eval.tasks import GENERATIVE_TASKS, derange_images
 
@@ -36,9 +36,9 @@ def test_controls_change_what_the_model_sees(tiny_models, fake_easyvqa):
     backend = TransformersBackend(vlm)
     items = GENERATIVE_TASKS["easyvqa"].items("test", None, 0)
     image_token = backend.model.config.image_token_index
-    with_image = backend.encode(_requests(items, "image", 0))
-    blind = backend.encode(_requests(items, "blind", 0))
-    shuffled = backend.encode(_requests(items, "shuffled", 0))
+    with_image = backend.encode(condition_requests(items, "image", 0))
+    blind = backend.encode(condition_requests(items, "blind", 0))
+    shuffled = backend.encode(condition_requests(items, "shuffled", 0))
     per_row = (with_image["input_ids"] == image_token).sum(1)
     assert torch.all(per_row == 4)  # 16x16 image, 8x8 patches, CLS dropped
     assert "pixel_values" not in blind and not torch.any(blind["input_ids"] == image_token)

@@ -58,25 +58,51 @@ class EvalReport:
         return asdict(self)
 
 
-def _aggregate(task, items: Sequence[Item], replies: Sequence[str]) -> tuple[float, dict]:
+def score_replies(task, items: Sequence[Item], replies: Sequence[str]) -> tuple[float, dict]:
+    """The mean score of one reply per item, and per group (harness tasks and benchmarks alike)."""
+    values = [task.score(reply, item) for item, reply in zip(items, replies)]
+    return sum(values) / len(values), grouped_means(items, values)
+
+
+def grouped_means(items: Sequence, values: Sequence[float]) -> dict[str, dict[str, float]]:
+    """{group: {"value": mean, "n": count}} over the items' groups, sorted by group."""
     per_group: dict[str, list[float]] = defaultdict(list)
-    values = []
-    for item, reply in zip(items, replies):
-        value = task.score(reply, item)
-        values.append(value)
+    for item, value in zip(items, values):
         per_group[item.group].append(value)
-    groups = {g: {"value": sum(v) / len(v), "n": len(v)} for g, v in sorted(per_group.items())}
-    return sum(values) / len(values), groups
+    return {g: {"value": sum(v) / len(v), "n": len(v)} for g, v in sorted(per_group.items())}
 
 
-def _requests(items: Sequence[Item], condition: str, seed: int) -> list[Request]:
+def conditions_for(task, backend: Backend, controls: bool) -> list[str]:
+    """Text tasks run as text; a vision task runs every control, or only blind for a model that cannot see."""
+    if not task.vision:
+        return ["text"]
+    if not backend.sees_images:
+        return ["blind"]
+    return list(CONDITIONS) if controls else ["image"]
+
+
+def condition_requests(items: Sequence[Item], condition: str, seed: int) -> list[Request]:
+    """The prompts of one condition: the item's own image, none (text, blind) or another item's image."""
     if condition == "image":
         return [Request(item.text, item.image) for item in items]
-    if condition == "blind":
-        return [Request(item.text, None) for item in items]
+    if condition in ("text", "blind"):
+        return [Request(item.text) for item in items]
     if condition == "shuffled":
         return [Request(item.text, image) for item, image in zip(items, derange_images(items, seed))]
     raise ValueError(condition)
+
+
+def score_models(report: EvalReport, backends: Sequence[tuple[str, Callable[[], Backend]]], tasks: Sequence[str],
+                 score_task: Callable[[str, Backend, str], list[Score]]) -> EvalReport:
+    """Load each model in turn (one in memory at a time), add its scores on every task, time the whole run."""
+    start = time.time()
+    for name, load in backends:
+        backend = load()
+        for task_name in tasks:
+            report.scores.extend(score_task(name, backend, task_name))
+        del backend
+    report.seconds = round(time.time() - start, 1)
+    return report
 
 
 def evaluate(
@@ -113,38 +139,20 @@ def evaluate(
         item_ids={t: [item.id for item in its] for t, its in items.items()},
         prompt_formats=formats,
     )
-    start = time.time()
-    for name, load in backends:
-        backend = load()
-        for task_name in tasks:
-            task = chosen[task_name]
-            if task.kind == "perplexity":
-                nll, count = backend.negative_log_likelihood(task.texts(split), perplexity_max_tokens)
-                report.scores.append(Score(name, task_name, "text", task.metric, math.exp(nll / count), count))
-                continue
-            if not task.vision:
-                conditions = ["text"]
-            elif not backend.sees_images:
-                conditions = ["blind"]
-            else:
-                conditions = list(CONDITIONS) if controls else ["image"]
-            task_decoding = Decoding(**{**asdict(decoding), "max_new_tokens": task.max_new_tokens})
-            for condition in conditions:
-                requests = (
-                    [Request(item.text) for item in items[task_name]]
-                    if condition == "text"
-                    else _requests(items[task_name], condition, seed)
-                )
-                replies = backend.generate(
-                    requests, task_decoding, desc=f"{name} {task_name} {condition}", progress=progress
-                )
-                value, groups = _aggregate(task, items[task_name], replies)
-                report.scores.append(
-                    Score(
-                        name, task_name, condition, task.metric, value, len(replies), groups,
-                        list(replies) if keep_predictions else None,
-                    )
-                )
-        del backend
-    report.seconds = round(time.time() - start, 1)
-    return report
+
+    def score_task(name: str, backend: Backend, task_name: str) -> list[Score]:
+        task = chosen[task_name]
+        if task.kind == "perplexity":
+            nll, count = backend.negative_log_likelihood(task.texts(split), perplexity_max_tokens)
+            return [Score(name, task_name, "text", task.metric, math.exp(nll / count), count)]
+        task_decoding = Decoding(**{**asdict(decoding), "max_new_tokens": task.max_new_tokens})
+        scores = []
+        for condition in conditions_for(task, backend, controls):
+            replies = backend.generate(condition_requests(items[task_name], condition, seed), task_decoding,
+                                       desc=f"{name} {task_name} {condition}", progress=progress)
+            value, groups = score_replies(task, items[task_name], replies)
+            scores.append(Score(name, task_name, condition, task.metric, value, len(replies), groups,
+                                list(replies) if keep_predictions else None))
+        return scores
+
+    return score_models(report, backends, tasks, score_task)

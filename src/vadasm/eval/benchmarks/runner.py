@@ -9,22 +9,27 @@ the mean score with the +1 / -1 reward convention of math RL graders.
 from __future__ import annotations
 
 import random
-import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vadasm.errors import VadasmError
-from vadasm.eval.backend_types import Backend, Decoding, Request
+from vadasm.eval.backend_types import Backend, Decoding
 from vadasm.eval.benchmarks.data import load_rows
 from vadasm.eval.benchmarks.loglik import backend_loglikelihoods
 from vadasm.eval.benchmarks.math_answers import equivalence_backend, last_boxed
 from vadasm.eval.benchmarks.tasks import BENCHMARKS, HUB_SOURCES
-from vadasm.eval.harness import CONDITIONS, EvalReport, Score
+from vadasm.eval.harness import (
+    EvalReport,
+    Score,
+    condition_requests,
+    conditions_for,
+    grouped_means,
+    score_models,
+    score_replies,
+)
 from vadasm.eval.registry import prompt_formats_for, task_for
 from vadasm.eval.task_protocol import EvalTask
-from vadasm.eval.tasks import derange_images
 
 
 @dataclass
@@ -72,21 +77,6 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
-def _grouped(items: Sequence, values: Sequence[float]) -> dict[str, dict[str, float]]:
-    per_group: dict[str, list[float]] = defaultdict(list)
-    for item, value in zip(items, values):
-        per_group[item.group].append(value)
-    return {g: {"value": _mean(v), "n": len(v)} for g, v in sorted(per_group.items())}
-
-
-def _vision_requests(items: Sequence, condition: str, seed: int) -> list[Request]:
-    if condition == "image":
-        return [Request(item.text, item.image) for item in items]
-    if condition == "blind":
-        return [Request(item.text) for item in items]
-    return [Request(item.text, image) for item, image in zip(items, derange_images(items, seed))]
-
-
 def score_math(task, items: Sequence, replies: Sequence[str], samples: int) -> tuple[float, dict, dict]:
     """pass@1, per-group pass@1 and the secondary numbers from `samples` replies per item (item-major)."""
     per_item, any_correct, boxed = [], [], 0
@@ -104,7 +94,7 @@ def score_math(task, items: Sequence, replies: Sequence[str], samples: int) -> t
         "samples": samples,
         "equivalence": equivalence_backend(),
     }
-    return pass1, _grouped(items, per_item), extra
+    return pass1, grouped_means(items, per_item), extra
 
 
 def run_benchmarks(
@@ -148,15 +138,9 @@ def run_benchmarks(
         decoding=asdict(decoding) | {"samples": samples}, item_ids={t: [i.id for i in its] for t, its in items.items()},
         prompt_formats=formats,
     )
-    start = time.time()
-    for name, load in backends:
-        backend = load()
-        for task_name in tasks:
-            report.scores.extend(_run_task(name, backend, chosen[task_name], items[task_name], seed, controls,
-                                           decoding, samples, max_new_tokens, keep_predictions, progress))
-        del backend
-    report.seconds = round(time.time() - start, 1)
-    return report
+    return score_models(report, backends, tasks, lambda name, backend, task_name: _run_task(
+        name, backend, chosen[task_name], items[task_name], seed, controls, decoding, samples, max_new_tokens,
+        keep_predictions, progress))
 
 
 def _run_task(name, backend, task, items, seed, controls, decoding, samples, max_new_tokens,
@@ -169,23 +153,19 @@ def _run_task(name, backend, task, items, seed, controls, decoding, samples, max
         for item in items:
             values.append(task.score_choice(flat[at : at + len(item.continuations)], item))
             at += len(item.continuations)
-        return [BenchScore(name, task_name, "text", task.metric, _mean(values), len(items), _grouped(items, values))]
+        return [BenchScore(name, task_name, "text", task.metric, _mean(values), len(items),
+                           grouped_means(items, values))]
     task_decoding = Decoding(**{**asdict(decoding), "max_new_tokens": max_new_tokens or task.max_new_tokens})
-    if task.vision:
-        conditions = (list(CONDITIONS) if controls else ["image"]) if backend.sees_images else ["blind"]
-    else:
-        conditions = ["text"]
     scores = []
-    for condition in conditions:
-        base = _vision_requests(items, condition, seed) if task.vision else [Request(i.text) for i in items]
+    for condition in conditions_for(task, backend, controls):
+        base = condition_requests(items, condition, seed)
         n = samples if task.samples else 1
         requests = [r for r in base for _ in range(n)]
         replies = backend.generate(requests, task_decoding, desc=f"{name} {task_name} {condition}", progress=progress)
         if task.samples:
             value, groups, extra = score_math(task, items, replies, n)
         else:
-            values = [task.score(reply, item) for item, reply in zip(items, replies)]
-            value, groups, extra = _mean(values), _grouped(items, values), {}
+            (value, groups), extra = score_replies(task, items, replies), {}
         scores.append(BenchScore(name, task_name, condition, task.metric, value, len(items), groups,
                                  list(replies) if keep_predictions else None, extra))
     return scores
