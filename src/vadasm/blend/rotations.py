@@ -25,6 +25,7 @@ from vadasm.blend.select import TensorRoles, TensorSelector
 from vadasm.blend.svd import svd_fp32
 from vadasm.errors import VadasmError
 from vadasm.io import Checkpoint, atomic_output_dir
+from vadasm.io.figure import pyplot
 from vadasm.io.provenance import tensor_seed
 from vadasm.version import __version__
 
@@ -186,11 +187,7 @@ def _write_csv(rows: list[RotationRow], path: Path) -> None:
 
 def plot_curves(rows: list[RotationRow], labels: list[str], path: Path) -> None:
     """Four panels over layers, one colour per matrix type; solid = real change, dashed = null."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     overall = f"{labels[0]}->{labels[-1]}"
     panels = [
         ("angle_left_mean_deg", overall, "mean principal angle, left subspace (deg)"),

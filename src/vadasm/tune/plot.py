@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vadasm.io.figure import pyplot, save_plot
 from vadasm.tune.run import REFERENCE_KINDS, TuneResult
 
 
 def plot_search(result: TuneResult, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     searched = [t for t in result.trials if t.kind == "search"]
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = list(range(1, len(searched) + 1))
@@ -28,11 +25,5 @@ def plot_search(result: TuneResult, path: Path) -> Path:
         if ref:
             color, style = styles[kind]
             ax.axhline(ref.objective, color=color, linestyle=style, label=f"{kind} (val)")
-    ax.set_xlabel("search trial")
-    ax.set_ylabel("validation objective")
-    ax.set_title(f"vadasm tune ({result.search}): winner = {result.best.kind if result.best else '-'}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_plot(fig, ax, path, xlabel="search trial", ylabel="validation objective",
+                     title=f"vadasm tune ({result.search}): winner = {result.best.kind if result.best else '-'}")

@@ -25,6 +25,7 @@ from vadasm.eval.backends import load_backend
 from vadasm.eval.benchmarks.runner import run_benchmarks
 from vadasm.eval.harness import EvalReport, Score, evaluate
 from vadasm.eval.registry import check_prompt_format, split_tasks
+from vadasm.io.figure import pyplot, save_plot
 from vadasm.scale import RayPool
 
 
@@ -172,11 +173,7 @@ def main_value(scores: Sequence[Score], model: str, task: str) -> float | None:
 
 def plot_report(report: EvalReport, path: Path) -> Path:
     """Headline score per model and task; a line over alpha when the models are `alpha_*` folders."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     alphas = [re.fullmatch(r"alpha_(-?\d+(?:\.\d+)?)", m) for m in report.models]
     fig, ax = plt.subplots(figsize=(7, 4))
     for k, task in enumerate(report.tasks):
@@ -195,11 +192,5 @@ def plot_report(report: EvalReport, path: Path) -> Path:
         if all(alphas) and any(b is not None for b in blind) and any(
                 s.condition == "image" for s in report.scores if s.task == task):
             ax.plot([float(a.group(1)) for a in alphas], blind, linestyle="--", label=f"{task} blind control")
-    ax.set_xlabel("alpha" if all(alphas) else "model")
-    ax.set_ylabel("score")
-    ax.set_title(f"{report.split} split")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_plot(fig, ax, path, xlabel="alpha" if all(alphas) else "model", ylabel="score",
+                     title=f"{report.split} split")
