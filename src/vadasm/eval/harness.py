@@ -14,9 +14,8 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from vadasm.errors import VadasmError
 from vadasm.eval.backend_types import Backend, Decoding, Request
-from vadasm.eval.registry import TASKS, prompt_formats_for, task_for
+from vadasm.eval.registry import TASKS, check_names, prompt_formats_for, task_for
 from vadasm.eval.tasks import Item, derange_images
 
 TASK_NAMES = tuple(name for name, task in TASKS.items() if not task.needs_data)  # what `evaluate` runs
@@ -122,9 +121,7 @@ def evaluate(
 
     `prompt_format` words the question of every task that offers a choice (default: its own).
     """
-    unknown = [t for t in tasks if t not in TASK_NAMES]
-    if unknown:
-        raise VadasmError(f"unknown task(s) {', '.join(unknown)}; available: {', '.join(TASK_NAMES)}")
+    check_names(tasks, TASK_NAMES)
     decoding = decoding or Decoding()
     formats = prompt_formats_for(tasks, prompt_format)
     chosen = {t: task_for(t, formats) for t in tasks}

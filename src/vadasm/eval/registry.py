@@ -8,7 +8,7 @@ built-in tasks, the benchmark runner for tasks read from --data).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from vadasm.errors import VadasmError
 from vadasm.eval.benchmarks.tasks import BENCHMARKS
@@ -18,10 +18,11 @@ from vadasm.eval.tasks import BUILTIN_TASKS
 TASKS: dict[str, EvalTask] = {**BUILTIN_TASKS, **BENCHMARKS}
 
 
-def check_names(names: Sequence[str]) -> None:
-    unknown = [t for t in names if t not in TASKS]
+def check_names(names: Sequence[str], known: Collection[str] = TASKS, what: str = "task(s)") -> None:
+    """Refuse, in one line that lists the available ones, names not in `known` (by default every task)."""
+    unknown = [t for t in names if t not in known]
     if unknown:
-        raise VadasmError(f"unknown task(s) {', '.join(unknown)}; available: {', '.join(TASKS)}")
+        raise VadasmError(f"unknown {what} {', '.join(unknown)}; available: {', '.join(known)}")
 
 
 def split_tasks(names: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -28,7 +28,7 @@ from vadasm.eval.harness import (
     score_models,
     score_replies,
 )
-from vadasm.eval.registry import prompt_formats_for, task_for
+from vadasm.eval.registry import check_names, prompt_formats_for, task_for
 from vadasm.eval.task_protocol import EvalTask
 
 
@@ -117,9 +117,7 @@ def run_benchmarks(
 
     `prompt_format` words the question of every benchmark that offers a choice (default: its own).
     """
-    unknown = [t for t in tasks if t not in BENCHMARKS]
-    if unknown:
-        raise VadasmError(f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(BENCHMARKS)}")
+    check_names(tasks, BENCHMARKS, "benchmark(s)")
     require_sources(tasks, data)
     if samples < 1:
         raise VadasmError("--samples must be at least 1")
