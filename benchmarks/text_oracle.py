@@ -72,7 +72,8 @@ def conditions(labels: dict[Path, tuple[str, str]]) -> dict:
     }
 
 
-def run(model_dir: Path, limit: int, names: list[str]) -> dict:
+def run(model_dir: Path, limit: int, names: list[str], out_file: Path | None = None) -> dict:
+    """Score every condition in `names`, rewriting `out_file` after each (a long run keeps what it has)."""
     task = GENERATIVE_TASKS["easyvqa"]
     labels = image_labels(load_split("test"))
     items = [i for i in task.items("test", limit, 0) if i.image in labels]
@@ -100,6 +101,9 @@ def run(model_dir: Path, limit: int, names: list[str]) -> dict:
         print(f"{model_dir.name} {name} n={len(scores)} all={100 * out['conditions'][name]['all']:.1f}",
               {g: round(100 * v, 1) for g, v in out["conditions"][name]["groups"].items()},
               f"{time.time() - start:.0f}s", flush=True)
+        if out_file:
+            out_file.parent.mkdir(parents=True, exist_ok=True)
+            out_file.write_text(json.dumps(out, indent=1) + "\n")
     return out
 
 
@@ -112,13 +116,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the scores (JSON) here")
     args = parser.parse_args()
     try:
-        result = run(args.model.expanduser(), args.limit, args.conditions.split(","))
+        run(args.model.expanduser(), args.limit, args.conditions.split(","), args.out)
     except VadasmError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
