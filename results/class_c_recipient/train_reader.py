@@ -1,33 +1,45 @@
 """Train SmolLM2 into the class C reader and save it even when the criterion is missed (to measure the miss).
 
 `vadasm.testbed.reader.build_reader` is what a build calls (it writes nothing on a miss); this script is
-the one run behind results/class_c_recipient/README.md: same training, then the model is saved under
-`testbed_home()/smollm2-reader` (criterion met) or `smollm2-reader.unmet` (missed), with its record.
-Usage: python results/class_c_recipient/train_reader.py [steps] [batch_size] [eval_every]
+the one run behind results/class_c_recipient/README.md: the same training, then the model is saved to
+`--out` with `reader_training.json` (the recipe, criterion met or not, steps used, validation curve).
+`--base` continues from an earlier run's folder (use another `--seed`: a seed fixes the item stream).
+
+    python results/class_c_recipient/train_reader.py --out DIR [--steps 60] [--batch 4] [--eval-every 30]
+        [--lr 2e-4] [--seed 0] [--base DIR]
 """
 
+import argparse
 import json
-import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from vadasm.testbed.paths import artefact_dir, testbed_home
-from vadasm.testbed.reader import ARTEFACT, ReaderRecipe, train_reader
+from vadasm.testbed.paths import artefact_dir
+from vadasm.testbed.reader import ReaderRecipe, train_reader
 
+parser = argparse.ArgumentParser()
+parser.add_argument("--out", type=Path, required=True)
+parser.add_argument("--steps", type=int, default=60)
+parser.add_argument("--batch", type=int, default=4)
+parser.add_argument("--eval-every", type=int, default=30)
+parser.add_argument("--lr", type=float, default=2e-4)
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--base", type=Path, default=artefact_dir("smollm2"))
+args = parser.parse_args()
 torch.set_num_threads(2)
-steps, batch, every = (int(a) for a in (sys.argv[1:] + ["60", "4", "30"][len(sys.argv) - 1:])[:3])
-recipe = ReaderRecipe(steps=steps, round_steps=steps, eval_every=every, batch_size=batch, val_items=32, lr=2e-4)
-base = artefact_dir("smollm2")
-tokenizer = AutoTokenizer.from_pretrained(base)
-model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+recipe = ReaderRecipe(steps=args.steps, round_steps=args.steps, eval_every=args.eval_every, batch_size=args.batch,
+                      val_items=32, lr=args.lr, seed=args.seed)
+tokenizer = AutoTokenizer.from_pretrained(args.base)
+model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32)
 metrics = train_reader(model, tokenizer, recipe)
 rounds = metrics.pop("rounds")
 criterion, budget = metrics.pop("criterion"), metrics.pop("budget")
-out = testbed_home() / (ARTEFACT if rounds.met else ARTEFACT + ".unmet")
-model.save_pretrained(out)
-tokenizer.save_pretrained(out)
-record = {"recipe": asdict(recipe), "training": rounds.record(criterion, budget), "metrics": metrics}
-(out / "reader_training.json").write_text(json.dumps(record, indent=1) + "\n")
-print(json.dumps(record["training"]), "->", out)
+model.save_pretrained(args.out)
+tokenizer.save_pretrained(args.out)
+record = {"base": str(args.base), "recipe": asdict(recipe), "training": rounds.record(criterion, budget),
+          "metrics": metrics}
+(args.out / "reader_training.json").write_text(json.dumps(record, indent=1) + "\n")
+print(json.dumps(record["training"]), "->", args.out)
