@@ -77,9 +77,10 @@ def answer_hits(
     """Per row: is every answer token the argmax of its position's logits? Exactly then greedy decoding
     begins with the answer, so a validation check needs one forward pass. Targets equal to `end_id` are
     not checked: the eval harness reads the reply's first line, so ending it with a newline counts too.
-    This suits models trained on the answer format; for others it is a lower bound of the harness score
-    (SmolLM2 base, 256 val arithmetic problems: 0.0% with the end token, 0.4% without, harness 5.1%,
-    since the base replies "83 + 30 = 113" and the harness takes the line's last number)."""
+    For a model trained on the answer format it equals the harness score (SmolLM2 after 30 arithmetic
+    steps: 7.0% both, every operation equal, same 128 val problems); for others it is a lower bound
+    (SmolLM2 base, 256 val problems: 0.0% with the end token, 0.4% without, harness 5.1%, since the
+    base replies "83 + 30 = 113" and the harness takes the line's last number)."""
     wrong = lm_head(hidden[batch.rows, batch.cols]).argmax(-1) != batch.targets
     if end_id is not None:
         wrong &= batch.targets != end_id
