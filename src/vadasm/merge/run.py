@@ -88,7 +88,8 @@ class MergeOptions:
     # torch threads for the math; the reader thread overlaps I/O with it. 1 by default: merge math is
     # memory-bound, and on shared cores OpenMP's spinning threads were measured to cost 8x more CPU.
     threads: int = option(1, help=(
-        "Torch threads for the math (a reader thread overlaps I/O); more pays only on idle cores."))
+        "Torch threads for the math (a reader thread overlaps I/O; model_stock and della also run their "
+        "per-chunk statistics on two worker threads); more pays only on idle cores."))
     device: str = option("cpu", help=DEVICE_HELP)
     force: bool = option(False, help=FORCE_HELP)
     allow_pickle: bool = option(False, help=ALLOW_PICKLE_HELP)
