@@ -35,14 +35,17 @@ ARTEFACT = "smollm2-reader"
 
 @dataclass
 class ReaderRecipe:
-    steps: int = 240  # the budget; training stops earlier once the criterion holds
-    round_steps: int = 120  # one warmup-decay schedule
-    eval_every: int = 40
+    # Not yet shown to meet its criterion: 220 steps at batch 4 (runs of 60 + 40 + 120, lr 2e-4) reached
+    # 53% val: one-word answers and colours/shapes learnt, yes/no near chance (results/class_c_recipient/).
+    # The budget below is a guess at what it needs, not a measurement.
+    steps: int = 600  # the budget; training stops earlier once the criterion holds
+    round_steps: int = 200  # one warmup-decay schedule
+    eval_every: int = 50
     min_val_accuracy: float = 0.9  # exact answers to `val_items` held-out generated items; 0 disables
     val_items: int = 64
     train_layers: int = 8  # top decoder layers trained (of SmolLM2's 30)
-    batch_size: int = 8
-    lr: float = 1e-4
+    batch_size: int = 4
+    lr: float = 2e-4
     suffix_share: float = 0.5  # prompts that end with the short-answer suffix, in training and val
     seed: int = 0
 
