@@ -11,6 +11,7 @@ from vadasm.methods import get_method
 
 model_stock_module = importlib.import_module("vadasm.methods.model_stock")
 sparsify = importlib.import_module("vadasm.methods.sparsify")
+two_pass = importlib.import_module("vadasm.merge.two_pass")
 
 PARAMS = {
     "model_stock": lambda n: {"filter_wise": False, "weight": [1.0] * n},
@@ -31,13 +32,15 @@ def streamed(method_name, base, tensors, params, seed=7):
         return base[rows[0]:rows[1]], [t[rows[0]:rows[1]] for t in tensors]
 
     merge_two_pass(method, tuple(base.shape), params, tensor_generators(seed, "w", len(tensors), "cpu"), read,
-                   written.append)
+                   written.append, models=len(tensors))
     return torch.cat(written), reads
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["chunks kept", "read twice"])
 @pytest.mark.parametrize("method_name", ["model_stock", "della", "della_linear"])
 @pytest.mark.parametrize("shape", [(50, 9), (7, 5, 6), (40,)])
-def test_streamed_equals_whole(monkeypatch, method_name, shape):
+def test_streamed_equals_whole(monkeypatch, method_name, shape, keep):
+    monkeypatch.setattr(two_pass, "KEEP_BYTES", 1 << 30 if keep else 0)
     monkeypatch.setattr(model_stock_module, "CHUNK_ELEMENTS", 20)  # several chunks of whole rows
     monkeypatch.setattr(sparsify, "_CHUNK_ELEMENTS", 20)
     gen = torch.Generator().manual_seed(3)
@@ -49,8 +52,12 @@ def test_streamed_equals_whole(monkeypatch, method_name, shape):
     out, reads = streamed(method_name, base, tensors, params)
     assert torch.equal(out, whole)
     one_chunk = len(shape) == 1 and method_name != "model_stock"  # a 1-D tensor is one DELLA row
-    assert len(reads) == 2 if one_chunk else len(reads) > 2
-    assert [check for _, check in reads] == [True] * (len(reads) // 2) + [False] * (len(reads) // 2)
+    if keep:  # each chunk read once, checked for NaN/Inf, and kept for the second pass
+        assert len(reads) == 1 if one_chunk else len(reads) > 1
+        assert all(check for _, check in reads)
+    else:
+        assert len(reads) == 2 if one_chunk else len(reads) > 2
+        assert [check for _, check in reads] == [True] * (len(reads) // 2) + [False] * (len(reads) // 2)
 
 
 def test_filter_wise_model_stock_streams_one_angle_per_row(monkeypatch):

@@ -128,7 +128,8 @@ def merge_rows(recipe: MergeConfig, method, action: TensorAction, piece: LayerSl
             return parts[key(base)], [parts[key(s)] for s in inputs]
 
         merge_two_pass(method, shape, params, tensor_generators(recipe.seed, name, len(inputs), device), chunk,
-                       lambda merged: writer.write_rows(name, merged), max(2, torch.get_num_threads()))
+                       lambda merged: writer.write_rows(name, merged), max(2, torch.get_num_threads()),
+                       models=len(inputs))
         return
     extra = {}
     if method.magnitude_pruning:

@@ -5,7 +5,8 @@ Two passes over the chunks of whole leading rows that the whole-tensor functions
 (`model_stock.row_chunks`, `sparsify.della_row_chunks`): the first gathers the statistic (Model
 Stock's Gram of the offsets; DELLA's masks, drawn in flat order, and L1 norms), the second merges
 each chunk and writes it. Memory follows the chunk (DELLA keeps its masks, one byte per entry per
-model) instead of every input whole in fp32. Reads, the bf16 -> fp32 conversion and the first
+model) instead of every input whole in fp32, except that a tensor under `KEEP_BYTES` keeps its chunks
+from the first pass for the second instead of reading them again. Reads, the bf16 -> fp32 conversion and the first
 pass's per-chunk work (the Gram's matrix products; DELLA's per-row ranking sorts, most of its
 time) run on worker threads ahead of the in-order consumer: two by default, so a sort-bound DELLA
 keeps both cores of a small machine busy, or `--threads` many. Results are bit-identical to the
@@ -40,6 +41,10 @@ from vadasm.methods.sparsify import (
     della_scale,
 )
 
+# A tensor whose fp32 rows (base + inputs) fit here is read once and its chunks kept between the passes
+# (every layer weight of a 1B-8B model); larger ones (embeddings, LM heads) are read twice, so memory
+# stays bounded. Reading and converting the rows again was most of a second pass's time at 1B.
+KEEP_BYTES = 1 << 30
 Chunk = tuple[torch.Tensor, list[torch.Tensor]]  # the base's rows and each input's, fp32
 Reader = Callable[[tuple[int, int], bool], Chunk]  # rows [start, stop), check for NaN/Inf -> chunk
 
@@ -61,14 +66,26 @@ def streams_in_two_passes(method_name: str, shape: Sequence[int]) -> bool:
 
 
 def merge_two_pass(method, shape: Sequence[int], params: dict, generators: Sequence[torch.Generator],
-                   read: Reader, write: Callable[[torch.Tensor], None], workers: int = 2) -> None:
+                   read: Reader, write: Callable[[torch.Tensor], None], workers: int = 2, models: int = 2) -> None:
     """Merge one tensor with `method` (model_stock, della, della_linear) in two passes over row chunks,
-    writing each merged chunk in order; `read(rows, check)` reads the inputs' rows as fp32."""
+    writing each merged chunk in order; `read(rows, check)` reads the rows of the base and the `models`
+    inputs as fp32. A tensor whose rows fit in `KEEP_BYTES` is read once, its chunks kept for the second
+    pass; a larger one is read again."""
     plan = _PLANS[method.name]
     ranges = [(rows.start or 0, shape[0] if rows.stop is None else rows.stop) for rows in plan.chunks(shape)]
-    prepared = _pipelined(ranges, lambda rows: plan.prepare(read(rows, True), params), workers)
-    state = plan.gather(prepared, params, generators)
-    for index, (base, inputs) in enumerate(_pipelined(ranges, lambda rows: read(rows, False), workers)):
+    kept: dict[tuple[int, int], Chunk] = {}
+    keep = (models + 1) * math.prod(shape) * 4 <= KEEP_BYTES  # the base's and inputs' fp32 rows
+
+    def first(rows: tuple[int, int]) -> Any:
+        chunk = read(rows, True)
+        if keep:
+            kept[rows] = chunk
+        return plan.prepare(chunk, params)
+
+    state = plan.gather(_pipelined(ranges, first, workers), params, generators)
+    second = ((kept.pop(rows) for rows in ranges) if keep
+              else _pipelined(ranges, lambda rows: read(rows, False), workers))
+    for index, (base, inputs) in enumerate(second):
         write(method.func(base, inputs, **params, generator=generators, **plan.merge_kwargs(state, index)))
 
 
