@@ -15,7 +15,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from vadasm.errors import VadasmError
 from vadasm.eval.easyvqa import QUESTION_TYPES
 from vadasm.testbed import reader
-from vadasm.testbed.build import BuildOptions
+from vadasm.testbed.build import BuildOptions, build, quick
+from vadasm.testbed.paths import artefact_dir, is_built
 from vadasm.testbed.reader import ReaderRecipe, build_reader, train_reader
 from vadasm.testbed.reader_items import (
     COLOURS,
@@ -26,6 +27,7 @@ from vadasm.testbed.reader_items import (
     question_template,
     reader_items,
 )
+from vadasm.testbed.record import read_record
 from vadasm.testbed.rounds import CriterionNotMet
 
 CHAT = ("{% for m in messages %}{{ m['role'] + ' : ' + m['content'] + ' ' + eos_token }}{% endfor %}"
@@ -155,3 +157,17 @@ def test_build_fails_in_one_line_when_the_budget_is_spent(tmp_path, monkeypatch)
     message = str(err.value)
     assert "\n" not in message and "smollm2-reader" in message and "40.0%" in message and "4 steps" in message
     assert not any(out.iterdir())  # nothing written
+
+
+def test_a_quick_build_of_the_reader_writes_its_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("VADASM_HOME", str(tmp_path / "home"))
+    base = tiny_reader_base(tmp_path / "home" / "testbed" / "smollm2")
+    (base / "vadasm_testbed.json").write_text(json.dumps({"artefact": "smollm2"}))
+    monkeypatch.setattr(reader, "ReaderRecipe", lambda: tiny_recipe())  # the build's default recipe, tiny
+    records = build(quick(BuildOptions(only=("smollm2-reader",), seed=5, progress=False)), log=lambda _: None)
+    assert list(records) == ["smollm2", "smollm2-reader"] and is_built("smollm2-reader")
+    record = read_record(artefact_dir("smollm2-reader"))
+    assert record["recipe"]["steps"] == 2 and record["recipe"]["seed"] == 5
+    assert record["training"]["met"] and record["training"]["steps_used"] == 2
+    assert record["training"]["criterion"].startswith("none (exact answers")
+    assert AutoModelForCausalLM.from_pretrained(artefact_dir("smollm2-reader")).config.num_hidden_layers == 3

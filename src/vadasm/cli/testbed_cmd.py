@@ -22,7 +22,8 @@ app.add_typer(testbed_app, name="testbed")
 def build_command(
     only: Annotated[list[str] | None, typer.Option(
         help="Build only this artefact (and what it needs). Repeatable: smollm2, gemma3-270m, vision-tower, "
-        "llava-smollm2, smollm2-arith, llava-gemma3.")] = None,
+        "llava-smollm2, smollm2-arith, llava-gemma3; opt-in (built only when named here): clip-tower, "
+        "llava-smollm2-real, llava-gemma3-real, smollm2-reader.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice (recorded).")] = 0,
     tower_steps: Annotated[int, typer.Option(
         help="Vision tower step budget (batch 64; rounds of 2000, checked every 250 steps; stops once val "
@@ -57,6 +58,12 @@ def build_command(
     minutes on one quiet 2-core machine when every stage meets its criterion in its first round (the
     former fixed-step recipe), nearer an hour on a slower one or when stages need a second round (other
     jobs on the same cores slow it several-fold).
+
+    Opt-in artefacts, built only when named with --only (with what they need): clip-tower (a CLIP-style
+    tower), llava-smollm2-real and llava-gemma3-real (LLaVA-1.5's two training stages on clip-tower; each
+    estimated at 35-65 minutes on a quiet 2-core machine, not yet built end to end) and smollm2-reader (the
+    class C recipient; its recipe currently misses its criterion, see results/class_c_recipient/, so that
+    build stops with the criterion error). --smoke trains each of them 2 steps.
     """
     from vadasm.testbed.build import BuildOptions, build, quick
 
@@ -76,8 +83,8 @@ def build_command(
 def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
 ) -> None:
-    """List the testbed artefacts, where they are, and the scores measured when they were built."""
-    from vadasm.testbed.paths import ARTEFACTS, artefact_dir, is_built
+    """List the testbed artefacts (opt-in ones marked), where they are, and the scores measured when built."""
+    from vadasm.testbed.paths import ARTEFACTS, OPT_IN, artefact_dir, is_built
     from vadasm.testbed.record import read_record
 
     records = {name: read_record(artefact_dir(name)) if is_built(name) else None for name in ARTEFACTS}
@@ -86,9 +93,10 @@ def status_command(
         return
     for name, record in records.items():
         if record is None:
-            typer.echo(f"{name:15s} missing")
+            note = f" (opt-in: vadasm testbed build --only {name})" if name in OPT_IN else ""
+            typer.echo(f"{name:18s} missing{note}")
             continue
-        typer.echo(f"{name:15s} built {record['created']} in {record['seconds']:.0f} s  {artefact_dir(name)}")
+        typer.echo(f"{name:18s} built {record['created']} in {record['seconds']:.0f} s  {artefact_dir(name)}")
         if record.get("training"):
             from vadasm.testbed.build import steps_used_line
 

@@ -11,6 +11,7 @@ A new artefact plugs in with: its name in `paths.ARTEFACTS` (build order), its d
 `DEPENDS`, and a builder `(out_dir, BuildOptions) -> BuildRecord` in `BUILDERS` that writes the model
 into `out_dir` (a staging folder renamed only on success); a trained builder returns its
 `train_in_rounds` result through `_checked_training`, which raises when the criterion was not met.
+Opt-in artefacts (`paths.OPT_IN`, builders in `opt_in.py`) are built only when named in `only`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 import torch
 
 from vadasm.errors import MissingExtraError, VadasmError
-from vadasm.testbed.paths import ARTEFACTS, artefact_dir, is_built, testbed_home
+from vadasm.testbed.opt_in import OPT_IN_BUILDERS, OPT_IN_DEPENDS
+from vadasm.testbed.paths import ARTEFACTS, OPT_IN, artefact_dir, is_built, testbed_home
 from vadasm.testbed.record import BuildRecord, read_record, staged_dir, write_record
 from vadasm.testbed.rounds import require_met
 
@@ -35,6 +37,7 @@ DEPENDS = {
     "llava-smollm2": ("smollm2", "vision-tower"),
     "smollm2-arith": ("smollm2",),
     "llava-gemma3": ("gemma3-270m", "vision-tower"),
+    **OPT_IN_DEPENDS,
 }
 DONOR_BASE = {"llava-smollm2": "smollm2", "llava-gemma3": "gemma3-270m"}
 
@@ -51,6 +54,7 @@ class BuildOptions:
     align_steps: int = 300  # fixed (the projector fit is cheap and has no criterion)
     recipient_steps: int = 300
     criteria: bool = True  # False: train every budget in full, no validation checks (smoke builds)
+    opt_in_steps: int | None = None  # smoke builds: caps every step budget of the opt-in recipes
     eval_vqa_items: int = 600
     eval_arith_items: int = 300
     progress: bool = True
@@ -63,7 +67,7 @@ def _require(*packages: tuple[str, str]) -> None:
 
 
 def plan(only: tuple[str, ...]) -> list[str]:
-    """The requested artefacts plus their dependencies, in build order."""
+    """The requested artefacts plus their dependencies, in build order (by default all but the opt-in ones)."""
     unknown = [n for n in only if n not in ARTEFACTS]
     if unknown:
         raise VadasmError(f"unknown testbed artefact(s) {', '.join(unknown)}; known: {', '.join(ARTEFACTS)}")
@@ -74,7 +78,7 @@ def plan(only: tuple[str, ...]) -> list[str]:
         for dep in DEPENDS[name]:
             add(dep)
 
-    for name in only or ARTEFACTS:
+    for name in only or [n for n in ARTEFACTS if n not in OPT_IN]:
         add(name)
     return [n for n in ARTEFACTS if n in wanted]
 
@@ -222,7 +226,7 @@ def _build_donor(name: str):
         training = _checked_training(name, metrics, "--donor-steps")
         model.save_pretrained(out)
         processor.save_pretrained(out)
-        scores = _eval_scores(out, "easyvqa", options, limit=options.eval_vqa_items)
+        scores = held_out_scores(out, "easyvqa", options, limit=options.eval_vqa_items)
         return BuildRecord(
             artefact=name,
             recipe=metrics.pop("recipe"),
@@ -249,7 +253,7 @@ def _build_recipient(out: Path, options: BuildOptions) -> BuildRecord:
     training = _checked_training("smollm2-arith", metrics, "--recipient-steps")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    scores = _eval_scores(out, "arith", options, limit=options.eval_arith_items, baseline=base)
+    scores = held_out_scores(out, "arith", options, limit=options.eval_arith_items, baseline=base)
     return BuildRecord(
         artefact="smollm2-arith",
         recipe=metrics.pop("recipe"),
@@ -260,7 +264,7 @@ def _build_recipient(out: Path, options: BuildOptions) -> BuildRecord:
     )
 
 
-def _eval_scores(folder: Path, task: str, options: BuildOptions, limit: int, baseline: Path | None = None) -> dict:
+def held_out_scores(folder: Path, task: str, options: BuildOptions, limit: int, baseline: Path | None = None) -> dict:
     """Held-out (test split) scores of a fresh artefact, with controls or beside its base model."""
     from functools import partial
 
@@ -288,11 +292,12 @@ BUILDERS: dict[str, Callable[[Path, BuildOptions], BuildRecord]] = {
     "llava-smollm2": _build_donor("llava-smollm2"),
     "smollm2-arith": _build_recipient,
     "llava-gemma3": _build_donor("llava-gemma3"),
+    **OPT_IN_BUILDERS,
 }
 
 
 def quick(options: BuildOptions) -> BuildOptions:
     """A smoke-test build: every step runs, with a handful of training steps and the validation
     criteria disabled (recorded as "none"), so it always passes and its scores are meaningless."""
-    return replace(options, tower_steps=20, donor_steps=4, align_steps=10, recipient_steps=4,
+    return replace(options, tower_steps=20, donor_steps=4, align_steps=10, recipient_steps=4, opt_in_steps=2,
                    eval_vqa_items=24, eval_arith_items=16, criteria=False)

@@ -125,17 +125,18 @@ def train_reader(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rec
 
 def build_reader(out: Path, options: BuildOptions, recipe: ReaderRecipe | None = None) -> BuildRecord:
     """Builder of the `smollm2-reader` artefact, `(out_dir, BuildOptions) -> BuildRecord` as in `build.BUILDERS`:
-    train from the built `smollm2` artefact, raise `CriterionNotMet` (nothing written) on a miss, else save."""
+    train from the built `smollm2` artefact, raise `CriterionNotMet` (nothing written) on a miss, else save.
+    The default recipe takes the build's seed, criteria switch and smoke step cap (`opt_in.fitted`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from vadasm.testbed.opt_in import fitted
     from vadasm.testbed.paths import artefact_dir, is_built
     from vadasm.testbed.record import BuildRecord
 
     if not is_built("smollm2"):
         raise VadasmError(f"{ARTEFACT} needs the smollm2 testbed artefact: run `vadasm testbed build --only smollm2`")
     base = artefact_dir("smollm2")
-    recipe = recipe or ReaderRecipe(seed=options.seed,
-                                    min_val_accuracy=ReaderRecipe.min_val_accuracy if options.criteria else 0.0)
+    recipe = recipe or fitted(ReaderRecipe(), options, ("steps", "round_steps", "eval_every"), ("min_val_accuracy",))
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     metrics = train_reader(model, tokenizer, recipe)
