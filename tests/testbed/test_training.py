@@ -7,14 +7,8 @@ import torch.nn.functional as F
 from tiny_vlm import fake_vqa_items, make_text_lm, make_tiny_llava, make_tokenizer, write_images
 
 from vadasm.eval.easyvqa import VqaItem, question_type
-from vadasm.testbed.donor import (
-    DonorRecipe,
-    align_projector,
-    balanced_order,
-    encode_item,
-    image_seq_length,
-    train_donor,
-)
+from vadasm.testbed.donor import align_projector, balanced_order, train_donor
+from vadasm.testbed.donor_recipe import DonorRecipe, encode_item, image_seq_length
 from vadasm.testbed.recipient import encode_problem
 from vadasm.testbed.sft import Encoded, answer_loss, collate
 from vadasm.testbed.vision import WORDS, image_processor, load_pixels, patch_word_targets

@@ -15,7 +15,7 @@ questions at their question-only prior):
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -32,12 +32,13 @@ from transformers import (
 
 from vadasm.errors import MissingExtraError
 from vadasm.eval.easyvqa import VqaItem
+from vadasm.testbed.donor_checks import donor_criterion, val_check
+from vadasm.testbed.donor_recipe import DonorRecipe, encode_item
 from vadasm.testbed.rounds import Budget, Criterion, train_in_rounds
 from vadasm.testbed.sft import (
     Encoded,
     answer_loss,
     collate,
-    encode_chat,
     linear_warmup_decay,
 )
 from vadasm.testbed.vision import WORDS, labelled_images, patch_word_targets
@@ -71,27 +72,6 @@ QA_TEMPLATE = (
 TEMPLATES = {"smollm2": CHATML_TEMPLATE, "gemma3-270m": QA_TEMPLATE}
 
 
-@dataclass
-class DonorRecipe:
-    base: str
-    align_steps: int = 300
-    steps: int = 500  # the LoRA's budget; training stops earlier once the criterion holds
-    round_steps: int = 250  # one warmup-decay schedule; the first round is the former fixed recipe
-    # checked at round ends only: a donor that passes its first round is exactly the recorded recipe
-    # (graft results depend on the size of its LoRA delta), not one stopped early on a lucky check
-    eval_every: int = 250
-    min_val_accuracy: float = 0.95  # exact answers on `val_questions` val questions, with the image; 0 disables
-    val_questions: int = 192
-    batch_size: int = 16
-    lr_lora: float = 1e-3
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    # LoRA only on the top half of the LM, projector kept as aligned: the backward pass then stops
-    # halfway up, which is most of the saving on CPU (the bottom half runs without a graph).
-    lora_top_fraction: float = 0.5
-    seed: int = 0
-
-
 def build_processor(
     tokenizer: PreTrainedTokenizerBase, image_processor, image_token: str, template: str, patch_size: int
 ) -> LlavaProcessor:
@@ -106,14 +86,6 @@ def build_processor(
         image_token=image_token,
         num_additional_image_tokens=1,  # the CLS token, dropped again by the "default" strategy
     )
-
-
-def image_seq_length(processor: LlavaProcessor) -> int:
-    """How many image tokens the processor writes per image (patches + extra - dropped CLS)."""
-    crop = processor.image_processor.crop_size
-    patches = (crop["height"] // processor.patch_size) * (crop["width"] // processor.patch_size)
-    dropped = 1 if processor.vision_feature_select_strategy == "default" else 0
-    return patches + processor.num_additional_image_tokens - dropped
 
 
 def assemble_llava(lm_dir: Path, tower: CLIPVisionModel, image_token: str) -> LlavaForConditionalGeneration:
@@ -191,17 +163,6 @@ def align_projector(
         "align_relative_mse": round(loss.item(), 4),
         "align_nearest_word_accuracy": round(hit, 4),
     }
-
-
-def encode_item(processor: LlavaProcessor, question: str, answer: str, with_image: bool = True) -> Encoded:
-    """Token ids of prompt + answer exactly as `processor` renders them, image tokens expanded."""
-    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
-    user = {"role": "user", "content": content}
-    prompt = processor.apply_chat_template([user], add_generation_prompt=True)
-    full = processor.apply_chat_template([user, {"role": "assistant", "content": answer}])
-    n_image = image_seq_length(processor)
-    token = processor.image_token
-    return encode_chat(processor.tokenizer, prompt, full, lambda text: text.replace(token, token * n_image))
 
 
 def balanced_order(items: tuple[VqaItem, ...], n: int, seed: int) -> list[int]:
@@ -291,8 +252,6 @@ def train_donor(
         optimizer.step()
         state["schedule"].step()
         return loss.item()
-
-    from vadasm.testbed.donor_checks import donor_criterion, val_check  # it encodes with this module
 
     criterion = donor_criterion(recipe) if val else Criterion("no val questions given", {"all": 0.0})
     budget = Budget(recipe.steps, recipe.round_steps, recipe.eval_every)

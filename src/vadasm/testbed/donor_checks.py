@@ -13,7 +13,7 @@ import torch
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from vadasm.eval.easyvqa import VqaItem
-from vadasm.testbed.donor import DonorRecipe, encode_item
+from vadasm.testbed.donor_recipe import DonorRecipe, encode_item
 from vadasm.testbed.rounds import Criterion
 from vadasm.testbed.sft import Batch, exact_answer_accuracy
 

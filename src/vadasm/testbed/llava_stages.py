@@ -22,7 +22,8 @@ from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from vadasm.errors import MissingExtraError, VadasmError
 from vadasm.eval.easyvqa import COLORS, SHAPES, VqaItem, image_labels
-from vadasm.testbed.donor import balanced_order, encode_item
+from vadasm.testbed.donor import balanced_order
+from vadasm.testbed.donor_recipe import encode_item
 from vadasm.testbed.sft import Batch, Encoded, answer_loss, collate
 
 # A subset of LLaVA's stage-1 "brief description" instructions; the first is used for validation.
