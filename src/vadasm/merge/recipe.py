@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from vadasm.errors import VadasmError, one_line
 from vadasm.merge.recipe_params import check_recipe, parameter_scopes
+from vadasm.merge.recipe_params import resolve_setting as resolve_setting  # re-exported for merge.tensors
 from vadasm.merge.recipe_yaml import read_yaml_mapping
 from vadasm.merge.tokenizer_config import TokenizerConfig
 from vadasm.methods import get_method
@@ -185,30 +186,3 @@ def validation_error_line(source: str, err: ValidationError) -> str:
     where = ".".join(str(p) for p in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     return one_line(f"{source}: {where + ': ' if where else ''}{message}")
-
-
-def resolve_setting(setting: Any, tensor_name: str, t: float) -> Any:
-    """mergekit's parameter semantics: scalar, gradient over layers (t in [0, 1]), or filters."""
-    if isinstance(setting, dict):
-        setting = [setting]
-    if setting is None or isinstance(setting, (bool, int, float, str)):
-        return setting
-    if isinstance(setting, list):
-        if not setting:
-            return None
-        if all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in setting):
-            scaled = t * (len(setting) - 1)
-            i0 = int(scaled)
-            i1 = min(len(setting) - 1, i0 + 1)
-            frac = scaled - i0
-            return (1 - frac) * setting[i0] + frac * setting[i1]
-        if all(isinstance(e, (bool, int, float, str)) for e in setting):
-            return setting[int(t * (len(setting) - 1))]
-        for cond in setting:
-            if not isinstance(cond, dict) or "value" not in cond:
-                raise VadasmError(f"cannot read parameter setting {setting!r}")
-            flt = cond.get("filter")
-            if flt is None or flt == "*" or flt in tensor_name:
-                return resolve_setting(cond["value"], tensor_name, t)
-        return None
-    raise VadasmError(f"cannot read parameter setting {setting!r}")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vadasm.errors import one_line
+from vadasm.errors import VadasmError, one_line
 from vadasm.io.writer import DTYPE_NAMES
 from vadasm.merge.recipe_yaml import short
 from vadasm.methods.registry import MergeMethod, Param
@@ -217,11 +217,36 @@ def sample_points(settings: list) -> tuple[list[str], list[float]]:
 
 def first_value(chain: list, name: str, t: float, default: Any) -> Any:
     """The first setting in `chain` (most specific first) that gives a value for this tensor."""
-    from vadasm.merge.recipe import resolve_setting  # recipe imports this module
-
     for setting in chain:
         if setting is not None:
             value = resolve_setting(setting, name, t)
             if value is not None:
                 return value
     return default
+
+
+def resolve_setting(setting: Any, tensor_name: str, t: float) -> Any:
+    """mergekit's parameter semantics: scalar, gradient over layers (t in [0, 1]), or filters."""
+    if isinstance(setting, dict):
+        setting = [setting]
+    if setting is None or isinstance(setting, (bool, int, float, str)):
+        return setting
+    if isinstance(setting, list):
+        if not setting:
+            return None
+        if all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in setting):
+            scaled = t * (len(setting) - 1)
+            i0 = int(scaled)
+            i1 = min(len(setting) - 1, i0 + 1)
+            frac = scaled - i0
+            return (1 - frac) * setting[i0] + frac * setting[i1]
+        if all(isinstance(e, (bool, int, float, str)) for e in setting):
+            return setting[int(t * (len(setting) - 1))]
+        for cond in setting:
+            if not isinstance(cond, dict) or "value" not in cond:
+                raise VadasmError(f"cannot read parameter setting {setting!r}")
+            flt = cond.get("filter")
+            if flt is None or flt == "*" or flt in tensor_name:
+                return resolve_setting(cond["value"], tensor_name, t)
+        return None
+    raise VadasmError(f"cannot read parameter setting {setting!r}")
