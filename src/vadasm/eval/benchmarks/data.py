@@ -11,45 +11,17 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vadasm.errors import MissingExtraError, VadasmError
+from vadasm.eval.benchmarks.rows import Row
+from vadasm.eval.benchmarks.vqa_files import is_official_spec, official_vqa_rows
 from vadasm.io.json_file import read_json_file
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?$")
 # Our split names -> the names Hub datasets use, tried in order.
 HUB_SPLITS = {"val": ("validation", "val", "dev"), "test": ("test",), "train": ("train",)}
-
-
-@dataclass(frozen=True)
-class Row:
-    source: str
-    number: int  # 1-based line (JSONL) or record index (JSON, Parquet, Hub)
-    data: dict[str, Any]
-    folder: Path | None  # where relative image paths are resolved; None for Hub rows
-
-    def where(self) -> str:
-        return f"{self.source}: row {self.number}"
-
-    def error(self, problem: str) -> VadasmError:
-        return VadasmError(f"{self.where()}: {problem}")
-
-    def field(self, *names: str, kind: type | tuple[type, ...] = str) -> Any:
-        """The first present field of `names`, type-checked, or a clear error naming the row."""
-        for name in names:
-            if name in self.data and self.data[name] is not None:
-                value = self.data[name]
-                if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-                    raise self.error(f"field '{name}' should be {_kind_name(kind)}, got {type(value).__name__}")
-                return value
-        raise self.error(f"missing field {' or '.join(repr(n) for n in names)}")
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(k.__name__ for k in kinds)
 
 
 def parse_sources(values: list[str] | None) -> dict[str, str]:
@@ -69,8 +41,6 @@ def is_hub_id(source: str) -> bool:
 
 def load_rows(source: str, split: str = "test") -> list[Row]:
     """All rows of a local data file, official VQA files (`Q.json,A.json,IMAGES/`) or a Hub split."""
-    from vadasm.eval.benchmarks.vqa_files import is_official_spec, official_vqa_rows
-
     if is_official_spec(source):
         return official_vqa_rows(source)
     path = Path(source).expanduser()

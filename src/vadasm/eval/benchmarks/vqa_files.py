@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vadasm.errors import VadasmError
-from vadasm.eval.benchmarks.data import Row
+from vadasm.eval.benchmarks.rows import Row
 from vadasm.io.json_file import read_json_file
 
 SPEC_HELP = "official VQA files are given as QUESTIONS.json,ANNOTATIONS.json,IMAGES_DIR"
