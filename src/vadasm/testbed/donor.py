@@ -15,7 +15,6 @@ questions at their question-only prior):
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -34,7 +33,7 @@ from vadasm.errors import MissingExtraError
 from vadasm.eval.easyvqa import VqaItem
 from vadasm.testbed.donor_checks import donor_criterion, val_check
 from vadasm.testbed.donor_recipe import DonorRecipe, encode_item
-from vadasm.testbed.rounds import Budget, Criterion, train_in_rounds
+from vadasm.testbed.rounds import Criterion, stage_record, timed_rounds
 from vadasm.testbed.sft import (
     Encoded,
     answer_loss,
@@ -254,21 +253,11 @@ def train_donor(
         return loss.item()
 
     criterion = donor_criterion(recipe) if val else Criterion("no val questions given", {"all": 0.0})
-    budget = Budget(recipe.steps, recipe.round_steps, recipe.eval_every)
     model.train()
-    start = time.time()
-    rounds = train_in_rounds(start_round, step, val_check(model, processor, val, pixels, recipe), criterion,
-                             budget, f"llava-{recipe.base}")
+    rounds, budget, start = timed_rounds(recipe, start_round, step, val_check(model, processor, val, pixels, recipe),
+                                         criterion, f"llava-{recipe.base}")
     model.model.language_model = lora.merge_and_unload()
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
-    return {
-        "recipe": asdict(recipe),
-        "train_seconds": round(time.time() - start, 1),
-        "questions_seen": rounds.steps_used * recipe.batch_size,
-        "final_loss": rounds.final_loss,
-        "rounds": rounds,
-        "criterion": criterion,
-        "budget": budget,
-    }
+    return stage_record(recipe, start, "questions_seen", rounds, criterion, budget)

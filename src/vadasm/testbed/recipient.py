@@ -6,14 +6,13 @@ TIES/DARE and the SVD sigma blend are meant for.
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from vadasm.eval.arith import problems
-from vadasm.testbed.rounds import Budget, Criterion, train_in_rounds
+from vadasm.testbed.rounds import Criterion, stage_record, timed_rounds
 from vadasm.testbed.sft import (
     Batch,
     Encoded,
@@ -86,17 +85,8 @@ def train_recipient(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
         model.train()
         return values
 
-    criterion, budget = recipient_criterion(recipe), Budget(recipe.steps, recipe.round_steps, recipe.eval_every)
+    criterion = recipient_criterion(recipe)
     model.train()
-    start = time.time()
-    rounds = train_in_rounds(start_round, step, measure, criterion, budget, "smollm2-arith")
+    rounds, budget, start = timed_rounds(recipe, start_round, step, measure, criterion, "smollm2-arith")
     model.eval()
-    return {
-        "recipe": asdict(recipe),
-        "train_seconds": round(time.time() - start, 1),
-        "problems_seen": rounds.steps_used * recipe.batch_size,
-        "final_loss": rounds.final_loss,
-        "rounds": rounds,
-        "criterion": criterion,
-        "budget": budget,
-    }
+    return stage_record(recipe, start, "problems_seen", rounds, criterion, budget)

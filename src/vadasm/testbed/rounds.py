@@ -13,8 +13,10 @@ is the fixed-step recipe the testbed used before.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from tqdm import tqdm
 
@@ -106,6 +108,38 @@ def train_in_rounds(
     finally:
         progress.close()
     return RoundsResult(steps, not criterion.enabled, curve, _mean_tail(losses))
+
+
+def timed_rounds(
+    recipe: Any,
+    start_round: Callable[[int, int], None],
+    step: Callable[[int], float],
+    measure: Callable[[], dict[str, float]],
+    criterion: Criterion,
+    desc: str,
+) -> tuple[RoundsResult, Budget, float]:
+    """`train_in_rounds` under the recipe's own budget (`steps`, `round_steps`, `eval_every`); also
+    returns the budget and the start time, which `stage_record` needs."""
+    budget = Budget(recipe.steps, recipe.round_steps, recipe.eval_every)
+    start = time.time()
+    return train_in_rounds(start_round, step, measure, criterion, budget, desc), budget, start
+
+
+def stage_record(
+    recipe: Any, start: float, seen: str, rounds: RoundsResult, criterion: Criterion, budget: Budget, **extra: Any
+) -> dict:
+    """What a round-trained stage returns: its recipe, seconds since `start`, examples seen (under the
+    key `seen`), final loss, any `extra` entries, then the rounds with their criterion and budget."""
+    return {
+        "recipe": asdict(recipe),
+        "train_seconds": round(time.time() - start, 1),
+        seen: rounds.steps_used * recipe.batch_size,
+        "final_loss": rounds.final_loss,
+        **extra,
+        "rounds": rounds,
+        "criterion": criterion,
+        "budget": budget,
+    }
 
 
 def _mean_tail(losses: list[float]) -> float | None:
