@@ -12,7 +12,6 @@ Training stops when exact answers to held-out generated items reach the criterio
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from vadasm.errors import VadasmError
 from vadasm.testbed.reader_items import reader_items
 from vadasm.testbed.recipient import encode_problem
-from vadasm.testbed.rounds import Budget, Criterion, require_met, train_in_rounds
+from vadasm.testbed.rounds import Criterion, require_met, stage_record, timed_rounds
 from vadasm.testbed.sft import Batch, answer_loss, collate, exact_answer_accuracy, linear_warmup_decay
 
 if TYPE_CHECKING:
@@ -104,23 +103,13 @@ def train_reader(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rec
         return values
 
     criterion = reader_criterion(recipe)
-    budget = Budget(recipe.steps, recipe.round_steps, recipe.eval_every)
     model.train()
-    start = time.time()
-    rounds = train_in_rounds(start_round, step, measure, criterion, budget, ARTEFACT)
+    rounds, budget, start = timed_rounds(recipe, start_round, step, measure, criterion, ARTEFACT)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)
-    return {
-        "recipe": asdict(recipe),
-        "train_seconds": round(time.time() - start, 1),
-        "items_seen": rounds.steps_used * recipe.batch_size,
-        "final_loss": rounds.final_loss,
-        "examples": [asdict(item) for item in data[:3]],
-        "rounds": rounds,
-        "criterion": criterion,
-        "budget": budget,
-    }
+    return stage_record(recipe, start, "items_seen", rounds, criterion, budget,
+                        examples=[asdict(item) for item in data[:3]])
 
 
 def build_reader(out: Path, options: BuildOptions, recipe: ReaderRecipe | None = None) -> BuildRecord:
