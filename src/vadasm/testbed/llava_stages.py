@@ -13,6 +13,7 @@ step budget is spent first.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,6 +129,38 @@ def _freeze(model: torch.nn.Module) -> None:
         param.requires_grad_(False)
 
 
+@dataclass
+class _StageRun:
+    steps: int
+    scores: dict
+    met: bool
+    history: list[dict]
+    first_loss: float
+    start: float  # time.time() when training began
+
+
+def _train_stage(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_at: Callable[[int], torch.Tensor],
+                 check: Callable[[], tuple[dict, dict, bool]], max_steps: int, eval_every: int, desc: str) -> _StageRun:
+    """Both stages' loop: step on `loss_at(step)` (steps from 1) until `check()` -> (scores, values for the
+    history, met) says met, checked every `eval_every` steps and at `max_steps`."""
+    start, losses, history = time.time(), [], []
+    model.train()
+    for step in tqdm(range(1, max_steps + 1), desc=desc, unit="step"):
+        loss = loss_at(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % eval_every == 0 or step == max_steps:
+            model.eval()
+            scores, shown, met = check()
+            model.train()
+            history.append({"step": step, "loss": round(sum(losses[-20:]) / len(losses[-20:]), 4), **shown})
+            if met:
+                break
+    return _StageRun(step, scores, met, history, round(sum(losses[:20]) / len(losses[:20]), 4), start)
+
+
 def feature_alignment(model: LlavaForConditionalGeneration, processor: LlavaProcessor,
                       train: tuple[VqaItem, ...], val: tuple[VqaItem, ...], pixels: dict[Path, torch.Tensor],
                       recipe: StagesRecipe) -> dict:
@@ -142,33 +175,26 @@ def feature_alignment(model: LlavaForConditionalGeneration, processor: LlavaProc
     val_images = labelled_pixels(val, pixels, recipe.val_images)
     generator = torch.Generator().manual_seed(recipe.seed)
     pad = processor.tokenizer.pad_token_id or 0
-    start, losses, history = time.time(), [], []
-    model.train()
-    for step in tqdm(range(1, recipe.align_max_steps + 1), desc="feature alignment", unit="step"):
+
+    def loss_at(_: int) -> torch.Tensor:
         idx = torch.randint(len(x), (recipe.batch_size,), generator=generator).tolist()
         prompts = torch.randint(len(CAPTION_PROMPTS), (len(idx),), generator=generator).tolist()
         templates = torch.randint(len(LM_CAPTIONS), (len(idx),), generator=generator).tolist()
         batch = collate([caption_example(processor, colors[i], shapes[i], p, t)
                          for i, p, t in zip(idx, prompts, templates)], pad)
-        loss = answer_loss(_forward(model, batch, x[idx]), model.lm_head, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if step % recipe.align_eval_every == 0 or step == recipe.align_max_steps:
-            model.eval()
-            scores = caption_word_accuracy(model, processor, val_images)
-            model.train()
-            history.append({"step": step, "loss": round(sum(losses[-20:]) / len(losses[-20:]), 4), **scores})
-            met = min(scores.values()) >= recipe.align_min_val
-            if met:
-                break
+        return answer_loss(_forward(model, batch, x[idx]), model.lm_head, batch)
+
+    def check() -> tuple[dict, dict, bool]:
+        scores = caption_word_accuracy(model, processor, val_images)
+        return scores, scores, min(scores.values()) >= recipe.align_min_val
+
+    run = _train_stage(model, optimizer, loss_at, check, recipe.align_max_steps, recipe.align_eval_every,
+                       "feature alignment")
     model.eval()
     _freeze(model)
-    _check_budget(met, "feature alignment", step, scores, f"{recipe.align_min_val} on colour and shape")
-    return {"align_steps": step, "align_seconds": round(time.time() - start, 1),
-            "align_first_loss": round(sum(losses[:20]) / len(losses[:20]), 4), "align_val": scores,
-            "align_history": history}
+    _check_budget(run.met, "feature alignment", run.steps, run.scores, f"{recipe.align_min_val} on colour and shape")
+    return {"align_steps": run.steps, "align_seconds": round(time.time() - run.start, 1),
+            "align_first_loss": run.first_loss, "align_val": run.scores, "align_history": run.history}
 
 
 def instruction(item: VqaItem, form: str) -> str:
@@ -231,35 +257,29 @@ def instruction_tuning(model: LlavaForConditionalGeneration, processor: LlavaPro
     pick = torch.randperm(len(val), generator=generator)[: recipe.val_questions].tolist()
     val_items = tuple(val[i] for i in sorted(pick))
     pad = processor.tokenizer.pad_token_id or 0
-    start, losses, history = time.time(), [], []
-    model.train()
-    for step in tqdm(range(1, recipe.tune_max_steps + 1), desc="instruction tuning", unit="step"):
+
+    def loss_at(step: int) -> torch.Tensor:
         span = range((step - 1) * recipe.batch_size, step * recipe.batch_size)
         items = [train[order[k]] for k in span]
         batch = collate([encode_item(processor, instruction(item, INSTRUCTIONS[forms[k]]), item.answers[0])
                          for item, k in zip(items, span)], pad)
-        loss = answer_loss(_forward(model, batch, torch.stack([pixels[i.image_path] for i in items])),
+        return answer_loss(_forward(model, batch, torch.stack([pixels[i.image_path] for i in items])),
                            model.lm_head, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if step % recipe.tune_eval_every == 0 or step == recipe.tune_max_steps:
-            model.eval()
-            scores = {name: answer_accuracy(model, processor, val_items, pixels, form)
-                      for name, form in VAL_FORMATS.items()}
-            model.train()
-            history.append({"step": step, "loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
-                            **{name: round(s["all"], 4) for name, s in scores.items()}})
-            if _tuning_met(scores, recipe):
-                break
+
+    def check() -> tuple[dict, dict, bool]:
+        scores = {name: answer_accuracy(model, processor, val_items, pixels, form)
+                  for name, form in VAL_FORMATS.items()}
+        return scores, {name: round(s["all"], 4) for name, s in scores.items()}, _tuning_met(scores, recipe)
+
+    run = _train_stage(model, optimizer, loss_at, check, recipe.tune_max_steps, recipe.tune_eval_every,
+                       "instruction tuning")
     model.model.language_model = lora.merge_and_unload()
     model.eval()
     _freeze(model)
-    worst = {f"{name} {key}": value for name, s in scores.items() for key, value in s.items()
+    worst = {f"{name} {key}": value for name, s in run.scores.items() for key, value in s.items()
              if key in ("all", "what_color", "what_shape")}
-    _check_budget(_tuning_met(scores, recipe), "instruction tuning", step, worst,
+    _check_budget(run.met, "instruction tuning", run.steps, worst,
                   f"{recipe.tune_min_val} overall and {recipe.tune_min_val_what} on what-colour/what-shape")
-    return {"tune_steps": step, "tune_seconds": round(time.time() - start, 1),
-            "tune_first_loss": round(sum(losses[:20]) / len(losses[:20]), 4), "tune_val": scores,
-            "tune_val_questions": len(val_items), "tune_history": history}
+    return {"tune_steps": run.steps, "tune_seconds": round(time.time() - run.start, 1),
+            "tune_first_loss": run.first_loss, "tune_val": run.scores,
+            "tune_val_questions": len(val_items), "tune_history": run.history}
