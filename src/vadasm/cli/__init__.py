@@ -1,6 +1,7 @@
 """The `vadasm` command. Thin: each subcommand parses flags, calls the library, formats results.
 
-Subcommands live one group per module in this package and register themselves on `app`.
+Subcommands live one group per module in this package and register themselves on `app`, which lives
+in cli/app.py so that the command modules never name this package in an import (no import circle).
 """
 
 from __future__ import annotations
@@ -13,30 +14,9 @@ import threading
 import typer
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer >= 0.29 vendors click
 
+from vadasm.cli.app import app
 from vadasm.errors import VadasmError
 from vadasm.io.output import locks_held_for_the_run
-
-app = typer.Typer(
-    name="vadasm",
-    help="Training-free model merging: merge, graft vision, blend in SVD space, and measure it honestly.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        from vadasm.version import __version__
-
-        typer.echo(f"vadasm {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _options(version: bool = typer.Option(
-        False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit.")) -> None:
-    """Training-free model merging: merge, graft vision, blend in SVD space, and measure it honestly."""
 
 
 def _register_subcommands() -> None:

@@ -10,7 +10,7 @@ import typer
 from vadasm.blend import BlendOptions, TensorSelector, run_blend, run_decompose, run_rotations
 from vadasm.blend.options import EXCLUDE_HELP, INCLUDE_HELP
 from vadasm.blend.sweep import EXCLUDED_EMBEDDINGS
-from vadasm.cli import app
+from vadasm.cli.app import app
 from vadasm.cli.common import (
     AllowPickle,
     AsJson,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vadasm.cli import app
+from vadasm.cli.app import app
 from vadasm.cli.common import AsJson, Force, Quiet, emit
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from vadasm.cli import app
+from vadasm.cli.app import app
 from vadasm.cli.common import AsJson, Device, Quiet, check_run_flags
 from vadasm.errors import VadasmError
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from vadasm.arch import describe
-from vadasm.cli import app
+from vadasm.cli.app import app
 from vadasm.cli.common import AllowPickle, AsJson, TrustRemoteCode, emit
 from vadasm.io import Checkpoint
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vadasm.cli import app
+from vadasm.cli.app import app
 from vadasm.cli.common import AsJson, Quiet, check_run_flags, emit
 from vadasm.cli.options import options_from
 from vadasm.errors import VadasmError

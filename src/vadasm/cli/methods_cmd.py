@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from vadasm.cli import app
+from vadasm.cli.app import app
 from vadasm.cli.common import AsJson, emit
 from vadasm.methods import METHODS, get_method, method_names
 

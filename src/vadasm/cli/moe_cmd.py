@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from vadasm.cli import app
+from vadasm.cli.app import app
 from vadasm.cli.common import AsJson, Force, Quiet, emit
 
 moe_app = typer.Typer(help="Dense <-> mixture-of-experts: dense deltas into experts, experts into a dense delta.",

@@ -8,7 +8,7 @@ from typing import Annotated
 import torch
 import typer
 
-from vadasm.cli import app
+from vadasm.cli.app import app
 from vadasm.cli.common import Force, Quiet, check_run_flags
 
 testbed_app = typer.Typer(

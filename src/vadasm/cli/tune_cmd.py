@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vadasm.cli import app
+from vadasm.cli.app import app
 from vadasm.cli.common import AsJson, Device, Force, Quiet, check_run_flags, emit, parse_flag_value
 from vadasm.errors import VadasmError
 from vadasm.merge import read_recipe_yaml
