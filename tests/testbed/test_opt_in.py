@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tiny_vlm import fake_vqa_items, write_images
 
-from vadasm.testbed import build as build_module
 from vadasm.testbed import opt_in, real_donor
+from vadasm.testbed import scores as scores_module
 from vadasm.testbed.build import BUILDERS, DEPENDS, BuildOptions, build, plan, quick
 from vadasm.testbed.paths import ARTEFACTS, OPT_IN, artefact_dir, is_built
 from vadasm.testbed.record import read_record
@@ -70,7 +70,7 @@ def test_the_real_donor_builder_passes_the_built_inputs_and_records_both_stages(
                 "scores": {"training": {"align_steps": 100, "tune_steps": 300}}}
 
     monkeypatch.setattr(real_donor, "build_real_donor", fake_donor)
-    monkeypatch.setattr(build_module, "held_out_scores", lambda *args, **kwargs: {"test_easyvqa": []})
+    monkeypatch.setattr(scores_module, "held_out_scores", lambda *args, **kwargs: {"test_easyvqa": []})
     logged = []
     build(BuildOptions(only=("llava-smollm2-real",), seed=7, progress=False), log=logged.append)
     assert [line.split()[0] for line in logged[:3]] == ["[cached]", "[cached]", "[build]"]

@@ -29,6 +29,7 @@ from vadasm.testbed.opt_in import OPT_IN_BUILDERS, OPT_IN_DEPENDS
 from vadasm.testbed.paths import ARTEFACTS, OPT_IN, artefact_dir, is_built, testbed_home
 from vadasm.testbed.record import BuildRecord, read_record, staged_dir, write_record
 from vadasm.testbed.rounds import require_met
+from vadasm.testbed.scores import held_out_scores
 
 DEPENDS = {
     "smollm2": (),
@@ -262,27 +263,6 @@ def _build_recipient(out: Path, options: BuildOptions) -> BuildRecord:
         scores={"training": metrics, **scores},
         training=training,
     )
-
-
-def held_out_scores(folder: Path, task: str, options: BuildOptions, limit: int, baseline: Path | None = None) -> dict:
-    """Held-out (test split) scores of a fresh artefact, with controls or beside its base model."""
-    from functools import partial
-
-    from vadasm.eval.backends import load_backend
-    from vadasm.eval.harness import evaluate
-
-    models = [(folder.name.removesuffix(".partial"), partial(load_backend, folder))]
-    if baseline is not None:
-        models.append((baseline.name, partial(load_backend, baseline)))
-    report = evaluate(models, [task], split="test", limit=limit, seed=options.seed, progress=options.progress)
-    return {
-        f"test_{task}": [
-            {"model": s.model, "condition": s.condition, "metric": s.metric, "value": round(s.value, 4),
-             "n": s.n, "groups": {g: round(v["value"], 4) for g, v in s.groups.items()}}
-            for s in report.scores
-        ],
-        "eval_seconds": report.seconds,
-    }
 
 
 BUILDERS: dict[str, Callable[[Path, BuildOptions], BuildRecord]] = {

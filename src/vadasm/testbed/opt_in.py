@@ -12,12 +12,13 @@ their criteria in a build, hence opt-in. Heavy modules are imported only when a 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
+from vadasm.testbed import scores
 from vadasm.testbed.paths import artefact_dir
 from vadasm.testbed.record import BuildRecord
+from vadasm.testbed.rounds import fitted
 
 if TYPE_CHECKING:
     from vadasm.testbed.build import BuildOptions
@@ -32,20 +33,6 @@ REAL_BASE = {"llava-smollm2-real": "smollm2", "llava-gemma3-real": "gemma3-270m"
 CLIP_BUDGETS, CLIP_FLOORS = ("max_steps", "eval_every"), ("min_val_color", "min_val_shape")
 STAGE_BUDGETS = ("align_max_steps", "align_eval_every", "tune_max_steps", "tune_eval_every")
 STAGE_FLOORS = ("align_min_val", "tune_min_val", "tune_min_val_what")
-
-Recipe = TypeVar("Recipe")
-
-
-def fitted(recipe: Recipe, options: BuildOptions, budgets: tuple[str, ...], floors: tuple[str, ...]) -> Recipe:
-    """`recipe` with the build's seed, each of its `budgets` fields (step counts, check intervals) capped
-    at `options.opt_in_steps` when that is set, and each of its criterion `floors` 0 when criteria are off."""
-    changes: dict[str, object] = {"seed": options.seed}
-    if options.opt_in_steps is not None:
-        changes |= {name: min(getattr(recipe, name), options.opt_in_steps) for name in budgets}
-    if not options.criteria:
-        changes |= {name: 0.0 for name in floors}
-    return replace(recipe, **changes)
-
 
 def training_record(criterion: str, enabled: bool, steps_used: int, budget_steps: int) -> dict:
     """What `vadasm testbed status` prints for a trained stage (its trainer raised if the criterion failed)."""
@@ -67,7 +54,6 @@ def build_clip_tower_artefact(out: Path, options: BuildOptions) -> BuildRecord:
 
 def real_donor_builder(name: str) -> Callable[[Path, BuildOptions], BuildRecord]:
     def run(out: Path, options: BuildOptions) -> BuildRecord:
-        from vadasm.testbed.build import held_out_scores
         from vadasm.testbed.llava_stages import StagesRecipe
         from vadasm.testbed.real_donor import build_real_donor
 
@@ -75,7 +61,7 @@ def real_donor_builder(name: str) -> Callable[[Path, BuildOptions], BuildRecord]
         recipe = fitted(StagesRecipe(), options, STAGE_BUDGETS, STAGE_FLOORS)
         fields = build_real_donor(out, artefact_dir(base), artefact_dir("clip-tower"), base, recipe)
         stages = fields["scores"]["training"]
-        fields["scores"] |= held_out_scores(out, "easyvqa", options, limit=options.eval_vqa_items)
+        fields["scores"] |= scores.held_out_scores(out, "easyvqa", options, limit=options.eval_vqa_items)
         criterion = (f"feature alignment: val caption words >= {100 * recipe.align_min_val:.0f}%; instruction "
                      f"tuning: val questions >= {100 * recipe.tune_min_val:.0f}% overall, what-colour/shape >= "
                      f"{100 * recipe.tune_min_val_what:.0f}%")

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from vadasm.errors import VadasmError
 from vadasm.testbed.reader_items import reader_items
 from vadasm.testbed.recipient import encode_problem
-from vadasm.testbed.rounds import Criterion, require_met, stage_record, timed_rounds
+from vadasm.testbed.rounds import Criterion, fitted, require_met, stage_record, timed_rounds
 from vadasm.testbed.sft import Batch, answer_loss, collate, exact_answer_accuracy, linear_warmup_decay
 
 if TYPE_CHECKING:
@@ -115,10 +115,9 @@ def train_reader(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rec
 def build_reader(out: Path, options: BuildOptions, recipe: ReaderRecipe | None = None) -> BuildRecord:
     """Builder of the `smollm2-reader` artefact, `(out_dir, BuildOptions) -> BuildRecord` as in `build.BUILDERS`:
     train from the built `smollm2` artefact, raise `CriterionNotMet` (nothing written) on a miss, else save.
-    The default recipe takes the build's seed, criteria switch and smoke step cap (`opt_in.fitted`)."""
+    The default recipe takes the build's seed, criteria switch and smoke step cap (`rounds.fitted`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from vadasm.testbed.opt_in import fitted
     from vadasm.testbed.paths import artefact_dir, is_built
     from vadasm.testbed.record import BuildRecord
 

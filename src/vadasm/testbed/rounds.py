@@ -15,12 +15,15 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tqdm import tqdm
 
 from vadasm.errors import VadasmError, one_line
+
+if TYPE_CHECKING:
+    from vadasm.testbed.build import BuildOptions
 
 
 @dataclass(frozen=True)
@@ -161,3 +164,17 @@ def require_met(stage: str, result: RoundsResult, criterion: Criterion, budget: 
         f"testbed stage {stage} did not meet its criterion ({criterion.description}) within its budget of "
         f"{budget.steps} steps ({flag}): reached {reached or 'nothing measured'} at step {result.steps_used}; "
         f"nothing was written; rebuild with a larger {flag} or another --seed", limit=400))
+
+
+Recipe = TypeVar("Recipe")
+
+
+def fitted(recipe: Recipe, options: BuildOptions, budgets: tuple[str, ...], floors: tuple[str, ...]) -> Recipe:
+    """`recipe` with the build's seed, each of its `budgets` fields (step counts, check intervals) capped
+    at `options.opt_in_steps` when that is set, and each of its criterion `floors` 0 when criteria are off."""
+    changes: dict[str, object] = {"seed": options.seed}
+    if options.opt_in_steps is not None:
+        changes |= {name: min(getattr(recipe, name), options.opt_in_steps) for name in budgets}
+    if not options.criteria:
+        changes |= {name: 0.0 for name in floors}
+    return replace(recipe, **changes)
