@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Annotated
 
 import torch
@@ -10,6 +11,8 @@ import typer
 
 from vadasm.cli.app import app
 from vadasm.cli.common import Force, Quiet, check_run_flags
+from vadasm.cli.options import options_from
+from vadasm.testbed.build import BuildOptions
 
 testbed_app = typer.Typer(
     help="Offline test subjects: converted SmolLM2 / Gemma 3, LLaVA donors, an arithmetic recipient.",
@@ -19,21 +22,14 @@ app.add_typer(testbed_app, name="testbed")
 
 
 @testbed_app.command("build")
+@options_from(BuildOptions)
 def build_command(
+    *,
     only: Annotated[list[str] | None, typer.Option(
         help="Build only this artefact (and what it needs). Repeatable: smollm2, gemma3-270m, vision-tower, "
         "llava-smollm2, smollm2-arith, llava-gemma3; opt-in (built only when named here): clip-tower, "
         "llava-smollm2-real, llava-gemma3-real, smollm2-reader.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for every random choice (recorded).")] = 0,
-    tower_steps: Annotated[int, typer.Option(
-        help="Vision tower step budget (batch 64; rounds of 2000, checked every 250 steps; stops once val "
-        "colour and shape patch accuracy are both >= 95%).")] = 6000,
-    donor_steps: Annotated[int, typer.Option(
-        help="LoRA step budget per LLaVA donor (batch 16; rounds of 250, checked at each round's end; stops "
-        "once >= 95% of 192 val questions are answered exactly).")] = 500,
-    recipient_steps: Annotated[int, typer.Option(
-        help="Arithmetic fine-tuning step budget (batch 16; rounds of 150, checked at each round's end; "
-        "stops once >= 28% of 256 val problems are answered exactly).")] = 300,
+    options: BuildOptions,
     threads: Annotated[int | None, typer.Option(
         help="Torch CPU threads (default: torch's choice; use 1 when other jobs share the cores).")] = None,
     smoke: Annotated[bool, typer.Option(
@@ -65,15 +61,12 @@ def build_command(
     class C recipient; its recipe currently misses its criterion, see results/class_c_recipient/, so that
     build stops with the criterion error). --smoke trains each of them 2 steps.
     """
-    from vadasm.testbed.build import BuildOptions, build, quick
+    from vadasm.testbed.build import build, quick
 
     check_run_flags(threads=threads)
     if threads:
         torch.set_num_threads(threads)
-    options = BuildOptions(
-        only=tuple(only or ()), force=force, seed=seed, tower_steps=tower_steps, donor_steps=donor_steps,
-        recipient_steps=recipient_steps, progress=not quiet,
-    )
+    options = replace(options, only=tuple(only or ()), force=force, progress=not quiet)
     if smoke:
         options = quick(options)
     build(options, log=(lambda _: None) if quiet else typer.echo, warn=lambda message: typer.echo(message, err=True))
