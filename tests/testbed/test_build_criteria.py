@@ -27,7 +27,6 @@ def tiny_tower_build(tmp_path, monkeypatch):
     pixels = vision.load_pixels(items, vision.image_processor(16))
     monkeypatch.setattr(easyvqa, "load_split", lambda split: items)
     monkeypatch.setattr(build_module, "_pixels", lambda splits: pixels)
-    monkeypatch.setattr(build_module, "_require", lambda *packages: None)  # the tower needs none of the extras
 
     def with_floor(floor: float) -> None:
         @dataclass

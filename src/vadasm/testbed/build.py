@@ -122,13 +122,15 @@ def build(options: BuildOptions, log: Callable[[str], None] = print,
           warn: Callable[[str], None] = print) -> dict[str, dict]:
     """Build what is missing (everything with `force`) and return each artefact's record."""
     steps = plan(options.only)
-    _require(("gguf", "gguf"), ("easy_vqa", "easy-vqa"), ("peft", "peft"), ("PIL", "pillow"))
+    wanted = [n for n in steps if not is_built(n) or (options.force and (not options.only or n in options.only))]
+    conversions = [("gguf", "gguf")] if {"smollm2", "gemma3-270m"} & set(wanted) else []  # GGUF -> safetensors
+    _require(*conversions, ("easy_vqa", "easy-vqa"), ("peft", "peft"), ("PIL", "pillow"))
     testbed_home().mkdir(parents=True, exist_ok=True)
     records = {}
     total = time.time()
     for name in steps:
         folder = artefact_dir(name)
-        if is_built(name) and not (options.force and (not options.only or name in options.only)):
+        if name not in wanted:
             log(f"[cached] {name}: {folder}")
             records[name] = read_record(folder)
             continue
