@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from toy_shapes import toy_set
 from transformers import CLIPVisionModel
 
-from vadasm.errors import VadasmError
 from vadasm.testbed.clip_tower import (
     EOS,
     ClipTowerRecipe,
@@ -17,6 +16,7 @@ from vadasm.testbed.clip_tower import (
     symmetric_info_nce,
     train_clip_tower,
 )
+from vadasm.testbed.rounds import CriterionNotMet
 
 TINY = dict(image_size=16, patch_size=8, hidden_size=32, layers=1, heads=2, text_hidden_size=32, text_layers=1,
             embed_dim=16, batch_size=16, lr=3e-3)
@@ -52,19 +52,32 @@ def test_captions_end_with_eos_where_the_text_encoder_pools():
 
 def test_contrastive_training_lowers_the_loss_and_retrieves_above_chance():
     data = toy_set()
-    recipe = ClipTowerRecipe(**TINY, max_steps=80, eval_every=40, min_val_color=0.5, min_val_shape=0.5)
+    recipe = ClipTowerRecipe(**TINY, max_steps=80, round_steps=80, eval_every=40, min_val_color=0.5,
+                             min_val_shape=0.5)
     tower, metrics = train_clip_tower(recipe, data, data)
     assert isinstance(tower, CLIPVisionModel) and tower.config.image_size == 16
-    assert metrics["history"][-1]["loss"] < metrics["first_loss"]
+    assert metrics["final_loss"] < metrics["first_loss"]
     zero_shot = metrics["val_zero_shot"]
     # chance over the 24 captions: 1/8 colour, 1/3 shape, 1/24 both
     assert zero_shot["color"] >= 0.5 and zero_shot["shape"] >= 0.5 and zero_shot["both"] > 3 / 24
     assert metrics["steps"] in (40, 80)  # stops at the first check that meets the criterion
+    assert metrics["rounds"].met and metrics["rounds"].curve[-1]["step"] == metrics["steps"]
 
 
-def test_a_spent_budget_fails_with_one_line():
+def test_a_budget_spent_over_several_rounds_fails_with_one_line():
     data = toy_set(shifts=(0,))
-    recipe = ClipTowerRecipe(**TINY, max_steps=3, eval_every=2, min_val_color=1.01, min_val_shape=0.5)
-    with pytest.raises(VadasmError, match="budget of 3 steps") as err:
+    recipe = ClipTowerRecipe(**TINY, max_steps=10, round_steps=4, eval_every=3, min_val_color=1.01,
+                             min_val_shape=0.5)
+    with pytest.raises(CriterionNotMet, match="budget of 10 steps") as err:
         train_clip_tower(recipe, data, data)
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and "clip-tower" in str(err.value)
+
+
+def test_criteria_off_trains_the_whole_budget_and_records_the_rounds():
+    data = toy_set(shifts=(0,))
+    recipe = ClipTowerRecipe(**TINY, max_steps=6, round_steps=4, eval_every=2, min_val_color=0.0,
+                             min_val_shape=0.0)
+    _, metrics = train_clip_tower(recipe, data, data)
+    record = metrics["rounds"].record(metrics["criterion"], metrics["budget"])
+    assert record["met"] and record["steps_used"] == 6 and record["round_steps"] == 4
+    assert record["criterion"].startswith("none (val zero-shot colour >= 0%")

@@ -26,15 +26,17 @@ DATA = "easy-vqa train split (images 0-3599); criteria on val (images 3600-3999)
 
 
 def build_clip_tower(out: Path, recipe: ClipTowerRecipe | None = None) -> dict:
-    """Train the contrastive tower to its validation criterion and save it (+ image processor) in `out`."""
+    """Train the contrastive tower to its validation criterion and save it (+ image processor) in `out`;
+    the returned `training` entry holds the criterion, steps used of the budget and the validation curve."""
     recipe = recipe or ClipTowerRecipe()
     train, val = load_split("train"), load_split("val")
     pixels = load_pixels(train + val, image_processor(recipe.image_size))
     tower, metrics = train_clip_tower(recipe, labelled_images(train, pixels), labelled_images(val, pixels))
     tower.save_pretrained(out)
     image_processor(recipe.image_size).save_pretrained(out)
+    rounds, criterion, budget = metrics.pop("rounds"), metrics.pop("criterion"), metrics.pop("budget")
     return {"recipe": metrics.pop("recipe"), "inputs": {"data": DATA + ", captions generated from labels"},
-            "scores": metrics}
+            "scores": metrics, "training": rounds.record(criterion, budget)}
 
 
 def build_real_donor(out: Path, lm_folder: Path, tower_folder: Path, base: str,
