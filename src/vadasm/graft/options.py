@@ -16,12 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from vadasm.errors import VadasmError
+from vadasm.graft.caption_data import check_caption_source
 from vadasm.graft.embedding_maps import MAP_METHODS
 from vadasm.io import DEFAULT_SHARD_SIZE
 from vadasm.methods import method_names
 from vadasm.options import ALLOW_PICKLE_HELP, FORCE_HELP, TRUST_REMOTE_CODE_HELP, option
 
 RUN_ONLY = ("shard_size", "force", "allow_pickle", "trust_remote_code", "progress")  # not in the recipe
+# Added by issue 15: recorded in the recipe only when a calibration fit is used (--projector closed-form or
+# --calibration-data), so every graft that does not use them records the same recipe as before.
+CALIBRATION_FIT = ("projector_mode", "calibration_data", "calibration_samples", "calibration_ridge")
+PROJECTOR_MODES = ("donor", "closed-form")
+CALIBRATED_MAP = "calibrated"
 
 
 def text_methods() -> list[str]:
@@ -80,13 +86,30 @@ class ProjectorMapOptions:
     """Class B/C: the embedding map folded into the donor's projector, and how it is scored."""
 
     map_method: str = option(
-        "lstsq", flag="--map", help="Class B/C: embedding map folded into the projector: lstsq, procrustes or omp.")
+        "lstsq", flag="--map", help="Class B/C: embedding map folded into the projector: lstsq, procrustes or omp "
+                                    "(fitted on shared anchor tokens), or calibrated (the projector's linear_2 "
+                                    "refitted on --calibration-data: its hidden units on each image onto the "
+                                    "recipient's embeddings of the image's text).")
     ridge: float = option(0.0, help="Class B/C, lstsq: relative ridge penalty (0 = plain least squares).")
     omp_k: int = option(64, help="Class B/C, omp: donor dimensions per recipient dimension.")
     heldout: int = option(1000, help="Class B/C: anchor tokens held out to score the maps.")
     min_anchors: int = option(1000, help="Class B/C: refuse tokenizers sharing fewer anchor tokens.")
     projector_variance: float | None = option(
         None, help="Store the projector's linears at the rank keeping this fraction of variance (seed: 0.95).")
+    projector_mode: str = option(
+        "donor", flag="--projector", help="'donor': the donor's projector (moved by --map for class B/C); "
+                                          "'closed-form': no-donor baseline, the donor's tower joined to the "
+                                          "recipient by one least-squares linear map from pooled patch features "
+                                          "onto the recipient's embeddings of each image's text "
+                                          "(--calibration-data).")
+    calibration_data: str | None = option(
+        None, help="--projector closed-form / --map calibrated: images with text, easyvqa (its train split; "
+                   "text = each image's colour and shape) or a JSONL file of {\"image\", \"text\"} records "
+                   "(image paths relative to the file).")
+    calibration_samples: int = option(
+        1024, help="--calibration-data: at most this many items (the fit needs its input width + 1).")
+    calibration_ridge: float = option(
+        0.001, help="--calibration-data fits: relative ridge penalty (times the mean eigenvalue of the Gram).")
 
 
 @dataclass
@@ -146,7 +169,10 @@ class GraftOptions:
 
     def recipe(self) -> dict:
         """The options that decide the output, as recorded in vadasm_config.json (flat, in order)."""
-        return {k: v for k, v in self.flat_values().items() if k not in RUN_ONLY}
+        pm = self.projector
+        fitted = pm.projector_mode != "donor" or pm.calibration_data is not None
+        return {k: v for k, v in self.flat_values().items()
+                if k not in RUN_ONLY and (fitted or k not in CALIBRATION_FIT)}
 
 
 def _build(cls: type, values: dict[str, Any]) -> Any:
@@ -176,8 +202,9 @@ def check_options(opts: GraftOptions) -> None:
         raise VadasmError(f"--vision-from must be 'recipient' or 'donor', not {opts.vision_from!r}")
     if lang.merge_method not in text_methods():
         raise VadasmError(f"--merge-method: {lang.merge_method!r} unknown (choose from {', '.join(text_methods())})")
-    if opts.projector.map_method not in MAP_METHODS:
-        raise VadasmError(f"--map: {opts.projector.map_method!r} unknown (choose from {', '.join(MAP_METHODS)})")
+    if opts.projector.map_method not in (*MAP_METHODS, CALIBRATED_MAP):
+        raise VadasmError(f"--map: {opts.projector.map_method!r} unknown (choose from "
+                          f"{', '.join((*MAP_METHODS, CALIBRATED_MAP))})")
     if not 0 <= lang.protect_ratio <= 1:
         raise VadasmError(f"--protect: {lang.protect_ratio} is not a fraction of layers in [0, 1]")
     if lang.merge_method == "regmean":
@@ -189,6 +216,26 @@ def check_options(opts: GraftOptions) -> None:
                               "--regmean-samples >= 1")
     if opts.calibration_images and not Path(opts.calibration_images).expanduser().is_dir():
         raise VadasmError(f"{opts.calibration_images}: calibration image folder not found")
+    check_calibration_fit(opts)
     variance = opts.projector.projector_variance
     if variance is not None and not 0 < variance <= 1:
         raise VadasmError(f"--projector-variance: {variance} is not in (0, 1]")
+
+
+def check_calibration_fit(opts: GraftOptions) -> None:
+    """The calibration-fitted projectors' options: a source of images with text, and no contradiction."""
+    pm = opts.projector
+    if pm.projector_mode not in PROJECTOR_MODES:
+        raise VadasmError(f"--projector: {pm.projector_mode!r} unknown (choose from {', '.join(PROJECTOR_MODES)})")
+    closed = pm.projector_mode == "closed-form"
+    for wanted, flag in ((closed, "--projector closed-form"), (pm.map_method == CALIBRATED_MAP, "--map calibrated")):
+        if wanted and not pm.calibration_data:
+            raise VadasmError(f"{flag} needs --calibration-data (easyvqa, or a JSONL file of {{\"image\", \"text\"}} "
+                              "records)")
+    if closed and (opts.text_only or pm.projector_variance is not None):
+        raise VadasmError("--projector closed-form writes its own linear projector: not with --text-only or "
+                          "--projector-variance")
+    if pm.calibration_samples < 2 or pm.calibration_ridge < 0:
+        raise VadasmError("--calibration-samples must be >= 2 and --calibration-ridge >= 0")
+    if pm.calibration_data:
+        check_caption_source(pm.calibration_data)

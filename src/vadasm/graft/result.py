@@ -56,6 +56,9 @@ class GraftResult:
                 mark = " (control)" if m.control else (" <- used" if m.method == self.chosen_map else "")
                 out.append(f"  {m.method:<18}{100 * m.quality.top1:>7.1f}{100 * m.quality.top10:>7.1f}"
                            f"{m.quality.cosine:>8.3f}{agree:>11}{mark}")
+        for key in ("closed_form", "calibrated_map"):
+            if key in self.projector:
+                out += fit_lines(self.projector[key])
         hidden = self.projector.get("hidden")
         if hidden:
             share = 100 * hidden["dropped_weight_share"]
@@ -71,3 +74,16 @@ class GraftResult:
         out += [f"WARNING: {w}" for w in self.warnings]
         out.append(f"wrote {self.tensors} tensors ({self.kind}) -> {self.output} in {self.seconds:.1f}s")
         return out
+
+
+def fit_lines(fit: dict) -> list[str]:
+    """Two lines for a calibration fit (`calibration_fit.CalibrationFit` as a dict)."""
+    def hit(quality: dict) -> str:
+        return "-" if quality["label_hit"] is None else f"{100 * quality['label_hit']:.1f}%"
+
+    held, control = fit["heldout"], fit["heldout_control"]
+    return [f"{fit['mode']}: {fit['items']} items from {fit['source']}; input: {fit['input']} (width "
+            f"{fit['input_width']}); scale {fit['scale']:.3f}",
+            f"  relative residual: fit {fit['fit']['relative_residual']:.3f}, held-out ({fit['heldout_items']} "
+            f"items) {held['relative_residual']:.3f} vs {control['relative_residual']:.3f} for shuffled pairs; "
+            f"nearest token is one of the text's: held-out {hit(held)} vs {hit(control)} shuffled"]

@@ -17,8 +17,10 @@ from tqdm import tqdm
 
 from vadasm.arch import architecture_for
 from vadasm.errors import VadasmError
+from vadasm.graft.calibrated_map import calibrated_projector
+from vadasm.graft.closed_form import closed_form_projector, linear_projector_config
 from vadasm.graft.language import open_base, protected_layers, regmean_grams, text_steps
-from vadasm.graft.options import GraftOptions, check_options
+from vadasm.graft.options import CALIBRATED_MAP, GraftOptions, check_options
 from vadasm.graft.pairing import TextView, load_tokenizer, register_image_token, vision_arch
 from vadasm.graft.pairs import classify_pair
 from vadasm.graft.result import GraftResult
@@ -93,9 +95,18 @@ def graft(donor: str | Path, recipient: str | Path, output: str | Path, options:
         result.warnings.append(f"embeddings resized {embed_rows} -> {new_rows} rows for the image token "
                                "(new rows = mean embedding)")
 
-    # The projector: unchanged (A, or vision kept from a seeing recipient) or mapped (B/C).
+    # The projector: unchanged (A, or vision kept from a seeing recipient), mapped (B/C), or fitted on
+    # calibration images: refitted (--map calibrated) or replaced by the no-donor baseline (closed-form).
     projector, extra = projector_tensors(vision_ck, vision_model)
-    if pair.label != "A" and not opts.text_only:
+    closed_form = opts.projector.projector_mode == "closed-form"
+    if closed_form:
+        if keep_vision:
+            raise VadasmError(f"{recipient_ck.path}: --projector closed-form joins the donor's tower to a text "
+                              "recipient; this recipient already sees (pass --vision-from donor to replace its vision)")
+        projector, extra = closed_form_projector(opts, result, donor_ck, donor_arch, r_text, r_tok)
+    elif pair.label != "A" and not opts.text_only and opts.projector.map_method == CALIBRATED_MAP:
+        projector, extra = calibrated_projector(opts, result, donor_ck, donor_arch, r_text, r_tok, projector)
+    elif pair.label != "A" and not opts.text_only:
         projector, extra = map_projector(opts, result, donor_ck, donor_arch, d_text, r_text, d_tok, r_tok,
                                          projector, extra)
     if opts.projector.projector_variance is not None and not opts.text_only:
@@ -126,6 +137,8 @@ def graft(donor: str | Path, recipient: str | Path, output: str | Path, options:
             result.kind = vision_model.model_type
             write_vision_sidecars(tmp, vision_ck, recipient_ck, r_text, r_tok, image_token, new_rows,
                                   projector, plan, keep_vision)
+            if closed_form:
+                linear_projector_config(tmp)
         result.tensors = len(steps)
         write_graft_provenance(tmp, opts, result, watch, roles)
         watch.refuse_changed("graft")
@@ -136,4 +149,5 @@ def graft(donor: str | Path, recipient: str | Path, output: str | Path, options:
 def _input_paths(opts: GraftOptions, donor: str | Path, recipient: str | Path) -> list[str | Path | None]:
     """Every folder or file the graft reads: the output may not touch any of them."""
     reg = opts.language.regmean
-    return [donor, recipient, opts.language.base, opts.calibration_images, reg.donor_data, reg.recipient_data]
+    return [donor, recipient, opts.language.base, opts.calibration_images, reg.donor_data, reg.recipient_data,
+            opts.projector.calibration_data]
