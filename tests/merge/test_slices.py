@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from pico_models import make_text_model
@@ -162,3 +162,25 @@ def test_vision_language_models_stack_their_text_layers(tmp_path, new_names):
     vision = [n for n in original if "vision_tower" in n]
     assert vision and all(torch.equal(merged[n], original[n]) for n in vision)
     assert LlavaForConditionalGeneration.from_pretrained(tmp_path / "out").config.text_config.num_hidden_layers == 3
+
+
+@pytest.mark.parametrize("out_dtype", ["bfloat16", "float16", "float32"])
+def test_passthrough_at_scale_one_copies_the_stored_rows(tmp_path, out_dtype):
+    """The fast path (rows written as read) gives what the fp32 round trip gives, in every output dtype."""
+    a = make_text_model(tmp_path / "a", "llama", seed=0, dtype=torch.bfloat16, num_hidden_layers=2)
+    run_merge(_slices([(a, (0, 2), None)], dtype=out_dtype), tmp_path / "out", QUIET)
+    merged, original = _weights(tmp_path / "out"), _weights(a)
+    assert merged.keys() == original.keys()
+    for name, tensor in original.items():
+        assert torch.equal(merged[name], tensor.float().to(merged[name].dtype)), name
+        assert merged[name].dtype == getattr(torch, out_dtype)
+
+
+def test_passthrough_refuses_a_nan_in_a_copied_tensor(tmp_path):
+    a = make_text_model(tmp_path / "a", "llama", seed=0, dtype=torch.bfloat16, num_hidden_layers=2)
+    weights = _weights(a)
+    weights[Q.format(1)][3, 5] = float("nan")
+    save_file(weights, a / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(VadasmError, match=r"model\.safetensors: tensor 'model\.layers\.1\.self_attn\.q_proj.*NaN"):
+        run_merge(_slices([(a, (0, 2), None)]), tmp_path / "out", QUIET)
+    assert not (tmp_path / "out").exists()

@@ -152,7 +152,8 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
     read = [c.path for c in checkpoints.values()]
     with atomic_output_dir(output, options.force, read) as tmp, _restore_threads(threads_before):
         writer = ShardedWriter(tmp, plan, parse_size(options.shard_size))
-        for action in tqdm(actions, desc=f"merge ({method.name})", unit="tensor", disable=not options.progress):
+        for action, planned in tqdm(zip(actions, plan), desc=f"merge ({method.name})", unit="tensor",
+                                    total=len(actions), disable=not options.progress):
             piece = slices[action.slice]
             if action.action == "copy_base":
                 ref = piece.reference.model
@@ -164,7 +165,7 @@ def run_merge(recipe: MergeConfig, output: str | Path, options: MergeOptions | N
                 streamed = method.rows_independent or streams_in_two_passes(method.name, action.shape)
                 rows_path = streamed and action.shape and math.prod(action.shape) and not alignments
                 if rows_path and remap is None:
-                    merge_rows(recipe, method, action, piece, sources, options.device, writer)
+                    merge_rows(recipe, method, action, piece, sources, options.device, writer, planned.dtype)
                     continue
                 data = {"grams": grams.for_tensor(action, piece, arch)} if grams and remap is None else {}
                 tensor = merge_tensor(recipe, method, action, piece, sources, options.device, alignments, remap, data)

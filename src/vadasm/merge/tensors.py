@@ -16,7 +16,7 @@ import torch
 
 from vadasm.align import Alignment
 from vadasm.errors import VadasmError
-from vadasm.io import Checkpoint, ShardedWriter
+from vadasm.io import Checkpoint, ShardedWriter, all_finite
 from vadasm.io.provenance import tensor_seed
 from vadasm.merge.plan import TensorAction
 from vadasm.merge.recipe import MergeConfig, resolve_setting
@@ -92,7 +92,8 @@ def _merge_vocabulary_tensor(recipe: MergeConfig, method, action: TensorAction, 
 
 
 def merge_rows(recipe: MergeConfig, method, action: TensorAction, piece: LayerSlice,
-               sources: tuple[Source | None, list[Source]], device: str, writer: ShardedWriter) -> None:
+               sources: tuple[Source | None, list[Source]], device: str, writer: ShardedWriter,
+               out_dtype: torch.dtype) -> None:
     """Merge one tensor in chunks of rows, writing each chunk as soon as it is computed.
 
     Memory follows the chunk (CHUNK_ELEMENTS entries per input), not the tensor, and each
@@ -109,12 +110,15 @@ def merge_rows(recipe: MergeConfig, method, action: TensorAction, piece: LayerSl
     base = base if method.needs_base else None
     distinct = list({(id(ck), name): (ck, name) for ck, name in ([base] if base else []) + inputs}.values())
     columns = tuple(slice(0, s) for s in shape[1:])  # planned truncation of a larger vocabulary
+    if _verbatim(method, params, inputs, shape):
+        _copy_rows(inputs[0], name, ranges, out_dtype, writer)
+        return
 
     def read(rows: tuple[int, int], check: bool) -> dict[int, torch.Tensor]:
         parts = {}
         for ck, source_name in distinct:
             part = ck.read_rows(source_name, *rows)[(slice(None), *columns)].to(device=device, dtype=torch.float32)
-            if check and not torch.isfinite(part.sum()) and not torch.isfinite(part).all():  # sum: 10x cheaper
+            if check and not all_finite(part):
                 raise VadasmError(f"{ck.files[source_name]}: tensor '{source_name}' contains NaN or Inf values")
             parts[(id(ck), source_name)] = part
         return parts
@@ -151,6 +155,31 @@ def merge_rows(recipe: MergeConfig, method, action: TensorAction, piece: LayerSl
                              **params, generator=generators, **extra)
         writer.write_rows(name, merged)
         offset += merged.numel()
+
+
+def _verbatim(method, params: dict, inputs: list[Source], shape: tuple[int, ...]) -> bool:
+    """A passthrough at scale 1 of a whole tensor: its rows need no fp32 round trip (which would give
+    the same bits, at several times the cost; frankenmerges are pure copies)."""
+    if method.name != "passthrough" or params["scale"][0] != 1.0:
+        return False
+    ck, source_name = inputs[0]
+    return tuple(ck.shape(source_name)) == tuple(shape)
+
+
+def _copy_rows(source: Source, name: str, ranges: list[tuple[int, int]], out_dtype: torch.dtype,
+               writer: ShardedWriter) -> None:
+    """Write a source tensor's rows as read (converted only when the output dtype differs, through fp32
+    as the merge path does), refusing NaN/Inf like any merged input."""
+    ck, source_name = source
+
+    def read(rows: tuple[int, int]) -> torch.Tensor:
+        part = ck.read_rows(source_name, *rows)
+        if part.is_floating_point() and not all_finite(part):
+            raise VadasmError(f"{ck.files[source_name]}: tensor '{source_name}' contains NaN or Inf values")
+        return part if part.dtype == out_dtype else part.float()
+
+    for part in _prefetched(ranges, read):
+        writer.write_rows(name, part)
 
 
 def _prefetched(ranges: list[tuple[int, int]], read: Callable[[tuple[int, int]], dict]) -> Iterator[dict]:
