@@ -6,7 +6,8 @@ the one run behind results/class_c_recipient/README.md: the same training, then 
 `--base` continues from an earlier run's folder (use another `--seed`: a seed fixes the item stream).
 
     python results/class_c_recipient/train_reader.py --out DIR [--steps 60] [--batch 4] [--eval-every 30]
-        [--lr 2e-4] [--seed 0] [--base DIR]
+        [--lr 2e-4] [--seed 0] [--base DIR] [--layers 8] [--val-items 32] [--yes-no-share 0.5]
+        [--negated-share 0.5] [--threads 2]
 """
 
 import argparse
@@ -28,10 +29,16 @@ parser.add_argument("--eval-every", type=int, default=30)
 parser.add_argument("--lr", type=float, default=2e-4)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--base", type=Path, default=artefact_dir("smollm2"))
+parser.add_argument("--layers", type=int, default=ReaderRecipe.train_layers)
+parser.add_argument("--val-items", type=int, default=32)
+parser.add_argument("--yes-no-share", type=float, default=ReaderRecipe.yes_no_share)
+parser.add_argument("--negated-share", type=float, default=ReaderRecipe.negated_share)
+parser.add_argument("--threads", type=int, default=2)
 args = parser.parse_args()
-torch.set_num_threads(2)
+torch.set_num_threads(args.threads)
 recipe = ReaderRecipe(steps=args.steps, round_steps=args.steps, eval_every=args.eval_every, batch_size=args.batch,
-                      val_items=32, lr=args.lr, seed=args.seed)
+                      val_items=args.val_items, train_layers=args.layers, lr=args.lr, seed=args.seed,
+                      yes_no_share=args.yes_no_share, negated_share=args.negated_share)
 tokenizer = AutoTokenizer.from_pretrained(args.base)
 model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32)
 metrics = train_reader(model, tokenizer, recipe)

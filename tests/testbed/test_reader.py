@@ -52,6 +52,21 @@ def test_yes_no_is_balanced_and_every_kind_is_asked():
     assert all(" " not in item.answer.strip() and item.answer == item.answer.lower() for item in items)
 
 
+def test_yes_no_items_are_contrastive_twins_a_batch_keeps_together():
+    items = reader_items(2000, seed=4, yes_no_share=0.6, negated_share=0.3)
+    twins = [items[i : i + 2] for i in range(0, len(items), 2)]
+    yes_no = [(x, y) for x, y in twins if x.group.startswith("yesno")]
+    assert all(y.group == x.group for x, y in yes_no)  # a unit is a pair or two open items, never mixed
+    assert 0.65 < len(yes_no) / len(twins) < 0.78  # 0.6 of draws; failed open draws (no material...) are redrawn
+    assert 0.25 < sum(x.group == "yesno_neg" for x, _ in yes_no) / len(yes_no) < 0.35
+    for x, y in yes_no:
+        assert {x.answer, y.answer} == {"yes", "no"}
+        assert x.prompt[: x.prompt.index(x.question)].strip() == y.prompt[: y.prompt.index(y.question)].strip()
+    differing = [{a, b} - {"a", "an"} for x, y in yes_no for a, b in zip(x.question.split(), y.question.split())
+                 if a != b]
+    assert sum(len(d) == 2 for d in differing) / len(yes_no) > 0.95  # one wording, the asked word changed
+
+
 def test_open_answers_are_read_off_the_context():
     for item in reader_items(400, seed=2):
         if item.group in ("colour", "shape", "object"):

@@ -46,6 +46,8 @@ class ReaderRecipe:
     batch_size: int = 4
     lr: float = 2e-4
     suffix_share: float = 0.5  # prompts that end with the short-answer suffix, in training and val
+    yes_no_share: float = 0.5  # item pairs that are contrastive yes/no twins (`reader_items`)
+    negated_share: float = 0.5  # yes/no pairs that ask about absence
     seed: int = 0
 
 
@@ -71,8 +73,9 @@ def train_reader(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rec
     """Train on distinct generated items (`batch_size` a step) until `reader_criterion` holds on val items
     or `recipe.steps` are spent (`metrics["rounds"].met`); the caller decides what a miss means."""
     torch.manual_seed(recipe.seed)
-    data = reader_items(recipe.steps * recipe.batch_size, recipe.seed, "train", recipe.suffix_share)
-    val = reader_items(recipe.val_items, recipe.seed, "val", recipe.suffix_share)
+    shares = recipe.suffix_share, recipe.yes_no_share, recipe.negated_share
+    data = reader_items(recipe.steps * recipe.batch_size, recipe.seed, "train", *shares)
+    val = reader_items(recipe.val_items, recipe.seed, "val", *shares)
     encoded = [encode_problem(tokenizer, item.prompt, item.answer) for item in data]
     val_encoded = [encode_problem(tokenizer, item.prompt, item.answer) for item in val]
     params = trainable_top(model, recipe.train_layers)

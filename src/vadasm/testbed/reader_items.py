@@ -181,13 +181,15 @@ def _yes_no(things: list[Thing], kind: str, yes: bool, negated: bool, frame: str
     t = rng.choice(things)
     ref, be = f"the {t.name}", "is" if t.count == 1 else "are"
     if kind == "colour" and rng.random() < 0.5:  # about one object
-        c = t.colour if present else _other(COLOURS, {t.colour}, rng)
+        absent = _other(COLOURS, {t.colour}, rng)  # drawn either way: a pair's twins share later choices
+        c = t.colour if present else absent
         if negated:
             return rng.choice((f"{be} {ref} not {c}?", f"{be} {ref} a {_colour_word(rng)} other than {c}?",
                                f"Is it false that {ref} {be} {c}?"))
         return rng.choice((f"{be} {ref} {c}?", f"{be} {ref} coloured {c}?", f"Would you say {ref} {be} {c}?"))
     if kind == "colour":
-        c = rng.choice([x.colour for x in things]) if present else _other(COLOURS, {x.colour for x in things}, rng)
+        shown, absent = rng.choice([x.colour for x in things]), _other(COLOURS, {x.colour for x in things}, rng)
+        c = shown if present else absent
         if negated:
             return rng.choice((f"Is nothing {c}?", f"Is there nothing {c} in the {frame}?",
                                f"Does the {frame} lack anything {c}?", f"Is it true that no {c} object appears?",
@@ -196,9 +198,10 @@ def _yes_no(things: list[Thing], kind: str, yes: bool, negated: bool, frame: str
                            f"Does the {frame} include something {c}?", f"Can you spot {a(c)} object?"))
     if kind == "shape":
         shapes = {x.shape for x in things if x.shape}
-        if present and not shapes:
+        if not shapes:
             return None
-        s = rng.choice(sorted(shapes)) if present else _other(SHAPES, shapes, rng)
+        shown, absent = rng.choice(sorted(shapes)), _other(SHAPES, shapes, rng)
+        s = shown if present else absent
         if negated:
             return rng.choice((f"Is no {s} drawn?", f"Does the {frame} lack {a(s)}?", f"Is there no {s} to be seen?",
                                f"Is it true that the {frame} has no {s}?", f"Is nothing shaped like {a(s)}?"))
@@ -206,7 +209,8 @@ def _yes_no(things: list[Thing], kind: str, yes: bool, negated: bool, frame: str
                            f"Does anything have the shape of {a(s)}?", f"Is something shaped like {a(s)}?",
                            f"Do you notice {a(s)}?"))
     nouns = {x.noun for x in things}
-    n = rng.choice(sorted(nouns)) if present else _other(NOUNS, nouns, rng)
+    shown, absent = rng.choice(sorted(nouns)), _other(NOUNS, nouns, rng)
+    n = shown if present else absent
     if negated:
         return rng.choice((f"Is there no {n}?", f"Does the {frame} lack {a(n)}?", f"Is {a(n)} missing?"))
     return rng.choice((f"Is there {a(n)} anywhere?", f"Does the {frame} show {a(n)}?", f"Can you find {a(n)}?"))
@@ -217,31 +221,51 @@ OPEN_KINDS = ("colour", "colour", "colour", "shape", "shape", "shape", "object",
 YES_NO_KINDS = ("colour", "colour", "shape", "shape", "noun")
 
 
-def reader_items(n: int, seed: int = 0, split: str = "train", suffix_share: float = 0.5) -> list[ReaderItem]:
-    """`n` items, the same for the same (seed, split); half are yes/no (exactly balanced), half open;
-    `suffix_share` of prompts end with LLaVA-1.5's short-answer suffix."""
+def _unit(rng: random.Random, yes_no_share: float, negated_share: float) -> list[tuple[str, str, str, str]]:
+    """Two (context, question, answer, group) items: a contrastive yes/no pair (one scene, one context, one
+    wording; the asked colour, shape or object is shown in one twin and absent in the other, so only reading
+    the context tells the answers apart) or two open questions on two scenes. Empty when a draw fails."""
+    if rng.random() < yes_no_share:
+        things, frame = _scene(rng), rng.choice(FRAMES)
+        context, kind, negated = _context(things, frame, rng), rng.choice(YES_NO_KINDS), rng.random() < negated_share
+        state = rng.getstate()
+        twins = []
+        for yes in (True, False):
+            rng.setstate(state)
+            twins.append((context, _yes_no(things, kind, yes, negated, frame, rng), "yes" if yes else "no",
+                          "yesno_neg" if negated else "yesno"))
+        if rng.random() < 0.5:
+            twins.reverse()
+        return [] if any(q is None for _, q, _, _ in twins) else twins
+    out = []
+    for _ in range(2):
+        things, frame = _scene(rng), rng.choice(FRAMES)
+        kind = rng.choice(OPEN_KINDS)
+        drawn = _what(things, kind, frame, rng)
+        if drawn is None:
+            return []
+        out.append((_context(things, frame, rng), *drawn, kind if kind in ("colour", "shape", "object") else "other"))
+    return out
+
+
+def reader_items(n: int, seed: int = 0, split: str = "train", suffix_share: float = 0.5, yes_no_share: float = 0.5,
+                 negated_share: float = 0.5) -> list[ReaderItem]:
+    """`n` items, the same for the same (seed, split), in units of two (`_unit`): a unit is drawn as a
+    contrastive yes/no pair (answers exactly balanced) with chance `yes_no_share`, else as two open questions;
+    a failed draw (an open kind the scene cannot answer, e.g. material) is redrawn, so the kept share of
+    pairs is higher (~0.71 at 0.6, ~0.61 at 0.5). `negated_share` of pairs ask about absence.
+    `suffix_share` of prompts end with LLaVA-1.5's short-answer suffix. Batches of an even
+    size keep a pair's twins together."""
     rng = random.Random(f"reader-{split}-{seed}")
     items: list[ReaderItem] = []
-    answers = {"yes": 0, "no": 0}
     while len(items) < n:
-        things, frame = _scene(rng), rng.choice(FRAMES)
-        if rng.random() < 0.5:
-            yes = answers["yes"] <= answers["no"]
-            negated = rng.random() < 0.5
-            question = _yes_no(things, rng.choice(YES_NO_KINDS), yes, negated, frame, rng)
-            answer, group = ("yes" if yes else "no"), "yesno_neg" if negated else "yesno"
-        else:
-            kind = rng.choice(OPEN_KINDS)
-            drawn = _what(things, kind, frame, rng)
-            question, answer = drawn if drawn else (None, "")
-            group = kind if kind in ("colour", "shape", "object") else "other"
-        if question is None or question_template(question) in EASY_VQA_TEMPLATES:
+        unit = _unit(rng, yes_no_share, negated_share)
+        if any(question_template(q) in EASY_VQA_TEMPLATES for _, q, _, _ in unit):
             continue
-        if answer in answers:
-            answers[answer] += 1
-        question = question[0].upper() + question[1:]
-        prompt = _context(things, frame, rng) + rng.choice(("\n", "\n", " ")) + question
-        if rng.random() < suffix_share:
-            prompt += "\n" + SUFFIX
-        items.append(ReaderItem(prompt, question, answer, group))
-    return items
+        for context, question, answer, group in unit:
+            question = question[0].upper() + question[1:]
+            prompt = context + rng.choice(("\n", "\n", " ")) + question
+            if rng.random() < suffix_share:
+                prompt += "\n" + SUFFIX
+            items.append(ReaderItem(prompt, question, answer, group))
+    return items[:n]
