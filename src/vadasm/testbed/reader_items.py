@@ -253,7 +253,7 @@ def reader_items(n: int, seed: int = 0, split: str = "train", suffix_share: floa
     """`n` items, the same for the same (seed, split), in units of two (`_unit`): a unit is drawn as a
     contrastive yes/no pair (answers exactly balanced) with chance `yes_no_share`, else as two open questions;
     a failed draw (an open kind the scene cannot answer, e.g. material) is redrawn, so the kept share of
-    pairs is higher (~0.71 at 0.6, ~0.61 at 0.5). `negated_share` of pairs ask about absence.
+    pairs is higher (~0.72 at 0.6, ~0.65 at 0.5). `negated_share` of pairs ask about absence.
     `suffix_share` of prompts end with LLaVA-1.5's short-answer suffix. Batches of an even
     size keep a pair's twins together."""
     rng = random.Random(f"reader-{split}-{seed}")
