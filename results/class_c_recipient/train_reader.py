@@ -4,6 +4,7 @@
 the one run behind results/class_c_recipient/README.md: the same training, then the model is saved to
 `--out` with `reader_training.json` (the recipe, criterion met or not, steps used, validation curve).
 `--base` continues from an earlier run's folder (use another `--seed`: a seed fixes the item stream).
+Every validation check also saves the weights so far to `--out` (`checkpoint.json`: that check's scores).
 
     python results/class_c_recipient/train_reader.py --out DIR [--steps 60] [--batch 4] [--eval-every 30]
         [--lr 2e-4] [--seed 0] [--base DIR] [--layers 8] [--val-items 32] [--yes-no-share 0.5]
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from vadasm.testbed import reader
 from vadasm.testbed.paths import artefact_dir
 from vadasm.testbed.reader import ReaderRecipe, train_reader
 
@@ -41,6 +43,19 @@ recipe = ReaderRecipe(steps=args.steps, round_steps=args.steps, eval_every=args.
                       yes_no_share=args.yes_no_share, negated_share=args.negated_share)
 tokenizer = AutoTokenizer.from_pretrained(args.base)
 model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32)
+measure = reader.exact_answer_accuracy
+
+
+def measure_and_keep(*args_, **kwargs):
+    """Validation as in training, then the weights so far go to `--out` (a run cut short keeps its last check)."""
+    values = measure(*args_, **kwargs)
+    model.save_pretrained(args.out)
+    tokenizer.save_pretrained(args.out)
+    (args.out / "checkpoint.json").write_text(json.dumps(values) + "\n")
+    return values
+
+
+reader.exact_answer_accuracy = measure_and_keep
 metrics = train_reader(model, tokenizer, recipe)
 rounds = metrics.pop("rounds")
 criterion, budget = metrics.pop("criterion"), metrics.pop("budget")
