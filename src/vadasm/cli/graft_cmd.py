@@ -33,7 +33,10 @@ def graft_command(
     A (shared base): donor tower and projector kept; LM = recipient + beta x (donor LM - base), or with
     --merge-method regmean the linear layers that best reproduce each model on its own task.
 
-    B/C (other sizes/tokenizers): projector moved by an anchor-token embedding map, scored vs controls.
+    B/C (other sizes/tokenizers): projector moved by an anchor-token embedding map, scored vs controls; or, with
+    --map calibrated, its linear_2 refitted on --calibration-data images and their text (closed form).
+
+    --projector closed-form: the no-donor baseline (the donor's tower, one least-squares map, no donor projector).
 
     Example: vadasm graft ./llava-gemma3 ./smollm2 ./smollm2-sees --eval easyvqa
     """
