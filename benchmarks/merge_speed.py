@@ -77,7 +77,11 @@ def timed(cmd: list[str]) -> Run:
     """Run one child under /usr/bin/time: wall time, CPU time and the child's own peak RSS.
 
     Not os.wait4 from this process: a child spawned by fork/vfork starts its peak-RSS record at
-    this (large, after comparing outputs) process's RSS, which inflated later runs' numbers."""
+    this (large, after comparing outputs) process's RSS, which inflated later runs' numbers.
+
+    Dirty pages are flushed first (`sync`): otherwise the previous run's output (gigabytes) is still being
+    written back while this one runs, and whichever tool runs second pays for the first one's writes."""
+    os.sync()
     load = os.getloadavg()[0]
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         started = time.perf_counter()

@@ -163,3 +163,49 @@ def test_writer_takes_a_tensor_in_row_chunks(tmp_path):
     for shard in writer.shard_names:
         loaded.update(load_file(tmp_path / shard))
     assert all(torch.equal(loaded[n], t) for n, t in tensors.items())
+
+
+def test_a_queued_write_that_fails_is_raised_naming_the_shard(tmp_path, monkeypatch):
+    """Small writes run on the background thread; its OS error (full disk) reaches the caller at its next
+    wait (here: close), as an OSError naming the shard, and nothing after it is reported written."""
+    import errno
+
+    from vadasm.io import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "WRITE_AHEAD_BYTES", 1 << 20)
+    plan = [PlannedTensor("a", (4, 3), torch.float32)]
+    writer = ShardedWriter(tmp_path, plan)
+
+    class FullDisk:
+        def __init__(self, file):
+            self.file = file
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")  # as a write on an open file: no name
+
+        def close(self):
+            self.file.close()
+
+    writer.write_rows("a", torch.zeros(1, 3))  # opens the shard (header written synchronously)
+    real_file, writer._file = writer._file, FullDisk(writer._file)
+    writer.write_rows("a", torch.zeros(3, 3))  # queued: the error is not raised yet
+    with pytest.raises(OSError) as raised:
+        writer.close()
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(tmp_path / "model.safetensors")
+    real_file.close()
+
+
+def test_small_writes_are_queued_and_large_ones_written_at_once(tmp_path, monkeypatch):
+    from vadasm.io import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "WRITE_AHEAD_BYTES", 64)
+    plan = [PlannedTensor("a", (4, 4), torch.float32), PlannedTensor("b", (4, 8), torch.float32)]
+    writer = ShardedWriter(tmp_path, plan)
+    for _ in range(4):
+        writer.write_rows("a", torch.ones(1, 4))  # 16 bytes each: queued, 64 bytes in all at most
+        assert writer._queued_bytes <= 64
+    writer.write("b", torch.full((4, 8), 2.0))  # 128 bytes: every queued write done first, then this one
+    assert not writer._queued
+    writer.close()
+    loaded = load_file(tmp_path / "model.safetensors")
+    assert torch.equal(loaded["a"], torch.ones(4, 4)) and torch.equal(loaded["b"], torch.full((4, 8), 2.0))

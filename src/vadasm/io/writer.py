@@ -3,6 +3,12 @@
 Because the merge plan knows every output name, shape and dtype before any math runs, each
 shard's header can be written first and tensor bytes appended as they are computed. No shard
 is ever assembled in RAM, and the bytes on disk depend only on the tensors (deterministic).
+
+Small writes (a streamed merge's row chunks) go to disk on one background thread while the caller
+computes the next chunk, at most `WRITE_AHEAD_BYTES` behind; a file write is a kernel copy that releases
+the GIL, so on two cores merging and writing overlap. Larger tensors are written synchronously, so
+memory still follows one tensor. Shards are opened and closed only once every queued write is done, so
+the background thread never creates a file (a failed run's temporary folder can always be removed).
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +35,8 @@ TORCH_TO_SAFETENSORS = {
 DTYPE_NAMES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
                "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 DEFAULT_SHARD_SIZE = "5GB"
+WRITE_AHEAD_BYTES = 64 << 20  # queued but unwritten bytes, at most (and no single write above it is queued)
+_WRITES: ThreadPoolExecutor | None = None  # one thread for every writer: writes stay in submission order
 
 
 def parse_dtype(name: str) -> torch.dtype:
@@ -90,6 +100,8 @@ class ShardedWriter:
         self._shard = -1
         self._left_in_shard = 0
         self._file = None
+        self._queued: deque[tuple[Future, int]] = deque()
+        self._queued_bytes = 0
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         """Write the next planned tensor whole."""
@@ -98,32 +110,61 @@ class ShardedWriter:
             raise RuntimeError(f"writer expected {planned.name} {planned.shape}, got {name} {tuple(tensor.shape)}")
         self._append(tensor, rows=planned.shape[0] if planned.shape else 1)
 
-    def write_rows(self, name: str, rows: torch.Tensor) -> None:
+    def write_rows(self, name: str, rows: torch.Tensor, queue: bool = True) -> None:
         """Append the next rows (first dimension) of the current tensor, so a tensor can be computed
-        and written in chunks; it is complete once all its rows have come, in order."""
+        and written in chunks; it is complete once all its rows have come, in order. `queue=False`
+        writes now: for a plain copy, whose reads already run on another thread, a third thread only
+        competes for the cores (measured 10% slower at 1B on 2 cores)."""
         planned = self.plan[self._next]
         if name != planned.name or tuple(rows.shape[1:]) != planned.shape[1:] or not planned.shape or (
                 self._rows_done + rows.shape[0] > planned.shape[0]):
             raise RuntimeError(f"writer expected rows of {planned.name} {planned.shape} after row "
                                f"{self._rows_done}, got {name} {tuple(rows.shape)}")
-        self._append(rows, rows=rows.shape[0])
+        self._append(rows, rows=rows.shape[0], queue=queue)
 
-    def _append(self, tensor: torch.Tensor, rows: int) -> None:
+    def _append(self, tensor: torch.Tensor, rows: int, queue: bool = True) -> None:
         planned = self.plan[self._next]
         if self._rows_done == 0 and self._left_in_shard == 0:
             self._open_next_shard()
         data = tensor.detach().to("cpu", planned.dtype).contiguous()
-        with _naming(self.folder / self.shard_names[self._shard]):
-            self._file.write(data.reshape(-1).view(torch.uint8).numpy())  # the tensor's own buffer, no copy
+        self._write(data.reshape(-1).view(torch.uint8).numpy(), queue)  # the tensor's own buffer, no copy
         self._rows_done += rows
         if self._rows_done == (planned.shape[0] if planned.shape else 1):
             self._next += 1
             self._left_in_shard -= 1
             self._rows_done = 0
 
+    def _write(self, buffer, queue: bool = True) -> None:
+        """Append bytes to the open shard: queued on the write thread when small, else now. The caller
+        must not change the tensor behind `buffer` afterwards (no caller does: each writes fresh results)."""
+        file, path = self._file, self.folder / self.shard_names[self._shard]
+
+        def write() -> None:
+            with _naming(path):
+                file.write(buffer)
+
+        if not queue or buffer.nbytes > WRITE_AHEAD_BYTES:
+            self._wait(0)
+            write()
+            return
+        global _WRITES
+        if _WRITES is None:
+            _WRITES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vadasm-write")
+        self._queued.append((_WRITES.submit(write), buffer.nbytes))
+        self._queued_bytes += buffer.nbytes
+        self._wait(WRITE_AHEAD_BYTES)
+
+    def _wait(self, most_bytes: int) -> None:
+        """Until at most `most_bytes` are queued; a queued write's error (full disk ...) is raised here."""
+        while self._queued and self._queued_bytes > most_bytes:
+            future, size = self._queued.popleft()
+            self._queued_bytes -= size
+            future.result()
+
     def close(self) -> None:
         if self._next != len(self.plan):
             raise RuntimeError(f"writer closed after {self._next} of {len(self.plan)} tensors")
+        self._wait(0)
         if self._file is not None:
             with _naming(self.folder / self.shard_names[self._shard]):
                 self._file.close()  # flushes: a full disk can show here
@@ -135,6 +176,7 @@ class ShardedWriter:
                 index_file.write_text(json.dumps(index, indent=2) + "\n")
 
     def _open_next_shard(self) -> None:
+        self._wait(0)
         if self._file is not None:
             with _naming(self.folder / self.shard_names[self._shard]):
                 self._file.close()

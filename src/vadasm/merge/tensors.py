@@ -179,7 +179,7 @@ def _copy_rows(source: Source, name: str, ranges: list[tuple[int, int]], out_dty
         return part if part.dtype == out_dtype else part.float()
 
     for part in _prefetched(ranges, read):
-        writer.write_rows(name, part)
+        writer.write_rows(name, part, queue=False)
 
 
 def _prefetched(ranges: list[tuple[int, int]], read: Callable[[tuple[int, int]], dict]) -> Iterator[dict]:
