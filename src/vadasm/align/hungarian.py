@@ -10,7 +10,6 @@ heads can be matched independently, layer by layer, without any coordinate desce
 from __future__ import annotations
 
 import torch
-from scipy.optimize import linear_sum_assignment
 
 
 def similarity(reference: torch.Tensor, other: torch.Tensor, kind: str = "inner") -> torch.Tensor:
@@ -33,6 +32,8 @@ def similarity(reference: torch.Tensor, other: torch.Tensor, kind: str = "inner"
 
 def assignment(scores: torch.Tensor) -> tuple[torch.Tensor, float]:
     """perm with perm[i] = the other's unit matched to reference unit i (maximum total score)."""
+    from scipy.optimize import linear_sum_assignment  # here: importing it costs every command 0.35 s
+
     rows, cols = linear_sum_assignment(scores.cpu().numpy(), maximize=True)
     perm = torch.as_tensor(cols[rows.argsort()], dtype=torch.long)
     return perm, float(scores[torch.arange(len(perm)), perm].sum())
