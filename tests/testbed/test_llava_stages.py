@@ -8,6 +8,7 @@ from transformers import LlavaForConditionalGeneration
 from vadasm.errors import VadasmError
 from vadasm.testbed.llava_stages import (
     StagesRecipe,
+    bf16_autocast,
     feature_alignment,
     first_token_ids,
     instruction_tuning,
@@ -80,3 +81,12 @@ def test_a_spent_stage_budget_fails_with_one_line(tiny):
     with pytest.raises(VadasmError, match="feature alignment: validation .* budget of 2 steps") as err:
         feature_alignment(model, processor, items, items, pixels, recipe)
     assert "\n" not in str(err.value)
+
+
+def test_bf16_autocast_only_when_asked_and_native():
+    x, w = torch.randn(4, 8), torch.randn(3, 8)
+    with bf16_autocast(False):
+        assert torch.nn.functional.linear(x, w).dtype == torch.float32
+    with bf16_autocast(True):
+        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        assert torch.nn.functional.linear(x, w).dtype == (torch.bfloat16 if native else torch.float32)

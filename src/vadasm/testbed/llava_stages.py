@@ -12,6 +12,7 @@ step budget is spent first.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ class StagesRecipe:
     tune_min_val_what: float = 0.95  # what-colour and what-shape, in every validation format
     val_images: int = 200
     val_questions: int = 240
+    bf16: bool = True  # training forwards in bfloat16 autocast where the CPU has native bf16 (`bf16_autocast`)
     seed: int = 0
 
 
@@ -80,6 +82,16 @@ def caption_example(processor: LlavaProcessor, color: str, shape: str, prompt: i
 def _forward(model: LlavaForConditionalGeneration, batch: Batch, pixels: torch.Tensor) -> torch.Tensor:
     return model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, pixel_values=pixels
                        ).last_hidden_state
+
+
+def bf16_autocast(wanted: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast for a training step's forward when `wanted` and the CPU has native bf16
+    matmuls (measured 2.3x faster than float32 on this project's 2-core AMD EPYC); a no-op otherwise,
+    since emulated bf16 is slower. Weights and optimizer state stay float32, as in LLaVA-1.5's bf16
+    mixed precision; validation checks run in float32, on the model exactly as it will be saved."""
+    if wanted and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def row_all_right(rows: torch.Tensor, correct: torch.Tensor, n_rows: int) -> torch.Tensor:
@@ -182,7 +194,8 @@ def feature_alignment(model: LlavaForConditionalGeneration, processor: LlavaProc
         templates = torch.randint(len(LM_CAPTIONS), (len(idx),), generator=generator).tolist()
         batch = collate([caption_example(processor, colors[i], shapes[i], p, t)
                          for i, p, t in zip(idx, prompts, templates)], pad)
-        return answer_loss(_forward(model, batch, x[idx]), model.lm_head, batch)
+        with bf16_autocast(recipe.bf16):
+            return answer_loss(_forward(model, batch, x[idx]), model.lm_head, batch)
 
     def check() -> tuple[dict, dict, bool]:
         scores = caption_word_accuracy(model, processor, val_images)
@@ -263,8 +276,9 @@ def instruction_tuning(model: LlavaForConditionalGeneration, processor: LlavaPro
         items = [train[order[k]] for k in span]
         batch = collate([encode_item(processor, instruction(item, INSTRUCTIONS[forms[k]]), item.answers[0])
                          for item, k in zip(items, span)], pad)
-        return answer_loss(_forward(model, batch, torch.stack([pixels[i.image_path] for i in items])),
-                           model.lm_head, batch)
+        with bf16_autocast(recipe.bf16):
+            return answer_loss(_forward(model, batch, torch.stack([pixels[i.image_path] for i in items])),
+                               model.lm_head, batch)
 
     def check() -> tuple[dict, dict, bool]:
         scores = {name: answer_accuracy(model, processor, val_items, pixels, form)
