@@ -77,3 +77,18 @@ def test_a_missing_artefact_is_one_line_with_its_build_command(tmp_path, monkeyp
     assert stop.value.code == 2 and err.count("\n") == 1
     assert err.startswith("error: testbed artefact(s) not built: llava-gemma3-real")
     assert "vadasm testbed build --only llava-gemma3-real" in err and not (tmp_path / "out").exists()
+
+
+def test_first_donors_class_c_keeps_its_patch_word_oracle_and_takes_the_baseline(tmp_path, monkeypatch):
+    bench = load_bench()
+    made = tiny_testbed(tmp_path / "testbed")
+    folders = {"llava-gemma3": made["llava-gemma3-real"], "smollm2": made["smollm2-reader"]}
+    monkeypatch.setattr(bench, "artefact_dir", folders.__getitem__)
+    monkeypatch.setattr(bench, "is_built", folders.__contains__)
+    out = tmp_path / "results"
+    bench.main(["--only", "C", "--maps", "lstsq", "--baseline", "--limit", "4", "--min-anchors", "10",
+                "--calibration-samples", "30", "--work", str(tmp_path / "work"), "--out", str(out)])
+    table = (out / "graft_quality_C.md").read_text()
+    assert "### Class C: llava-gemma3 -> smollm2 (one graft per map)" in table
+    assert "| baseline-closed-form | shuffled |" in table and "one-answer match" in table
+    assert "target C" not in table  # the first donors' oracle has no blind run on its items: no target line
