@@ -30,3 +30,21 @@ def test_refuses_in_one_line(tmp_path, content, missing, expected):
 def test_a_folder_is_not_a_file(tmp_path):
     with pytest.raises(VadasmError, match="not found"):
         read_json_file(tmp_path)
+
+
+def test_jsonl_records_skip_blank_lines_and_name_the_bad_line(tmp_path):
+    from vadasm.io.json_file import jsonl_records
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "a", "image": "x.png"}\n\n{"text": "b"}\n')
+    assert list(jsonl_records(good, ("text",))) == [(1, {"text": "a", "image": "x.png"}), (3, {"text": "b"})]
+    for line, fields, message in (('{"text": "a"}', ("image", "text"), 'with "image" and "text" fields'),
+                                  ("[1, 2]", ("text",), 'with a "text" field'),
+                                  ("{not json", ("text",), 'with a "text" field')):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"text": "ok", "image": "y"}\n' + line + "\n")
+        with pytest.raises(VadasmError, match=f"^{bad}:2: expected a JSON object {message}$"):
+            list(jsonl_records(bad, fields))
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "\xe9"}\n')
+    with pytest.raises(VadasmError, match="cannot be read"):
+        list(jsonl_records(tmp_path / "latin1.jsonl", ("text",)))

@@ -10,12 +10,12 @@ Items are drawn by a seeded shuffle, so `limit` of them are a sample of the whol
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from vadasm.errors import VadasmError
+from vadasm.io.json_file import jsonl_records
 
 BUILTIN_CAPTIONS = ("easyvqa",)
 
@@ -50,14 +50,8 @@ def _easyvqa_items() -> list[CaptionItem]:
 
 def _jsonl_items(path: Path) -> list[CaptionItem]:
     items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            image, text = record["image"], record["text"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise VadasmError(f"{path}:{number}: expected a JSON object with \"image\" and \"text\" fields") from None
+    for number, record in jsonl_records(path, ("image", "text")):
+        image, text = record["image"], record["text"]
         if not isinstance(text, str) or not text.strip():
             raise VadasmError(f"{path}:{number}: \"text\" must be a non-empty string")
         image_path = path.parent / str(image)

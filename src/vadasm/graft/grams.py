@@ -11,7 +11,6 @@ itself is loaded once for the forward passes.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tqdm import tqdm
 from vadasm.arch.capture import capture_inputs
 from vadasm.errors import VadasmError
 from vadasm.eval.backends import Request, TransformersBackend
+from vadasm.io.json_file import jsonl_records
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,8 @@ def calibration_items(source: str, samples: int, seed: int = 0) -> list[Calibrat
         raise VadasmError(f"{source}: calibration data must be a built-in task ({', '.join(GENERATIVE_TASKS)}) "
                           "or a JSONL file of {\"text\", \"answer\", \"image\"} records")
     items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            text = record["text"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise VadasmError(f"{path}:{number}: expected a JSON object with a \"text\" field") from None
+    for number, record in jsonl_records(path, ("text",)):
+        text = record["text"]
         image = record.get("image")
         image_path = (path.parent / image) if image else None
         if image_path is not None and not image_path.is_file():
