@@ -185,7 +185,7 @@ def _yes_no(things: list[Thing], kind: str, yes: bool, negated: bool, frame: str
         c = t.colour if present else absent
         if negated:
             return rng.choice((f"{be} {ref} not {c}?", f"{be} {ref} a {_colour_word(rng)} other than {c}?",
-                               f"Is it false that {ref} {be} {c}?"))
+                               f"Is it false that {ref} {be} {c}?", f"{be} {ref} not coloured {c}?"))
         return rng.choice((f"{be} {ref} {c}?", f"{be} {ref} coloured {c}?", f"Would you say {ref} {be} {c}?"))
     if kind == "colour":
         shown, absent = rng.choice([x.colour for x in things]), _other(COLOURS, {x.colour for x in things}, rng)
@@ -193,7 +193,8 @@ def _yes_no(things: list[Thing], kind: str, yes: bool, negated: bool, frame: str
         if negated:
             return rng.choice((f"Is nothing {c}?", f"Is there nothing {c} in the {frame}?",
                                f"Does the {frame} lack anything {c}?", f"Is it true that no {c} object appears?",
-                               f"Does the {frame} have no {c} object?"))
+                               f"Does the {frame} have no {c} object?", f"Is there not anything {c} in the {frame}?",
+                               f"Does the {frame} not show anything {c}?", f"Is there not a single {c} thing?"))
         return rng.choice((f"Is anything {c}?", f"Do you see something {c}?", f"Is there anything {c} in the {frame}?",
                            f"Does the {frame} include something {c}?", f"Can you spot {a(c)} object?"))
     if kind == "shape":
@@ -204,7 +205,9 @@ def _yes_no(things: list[Thing], kind: str, yes: bool, negated: bool, frame: str
         s = shown if present else absent
         if negated:
             return rng.choice((f"Is no {s} drawn?", f"Does the {frame} lack {a(s)}?", f"Is there no {s} to be seen?",
-                               f"Is it true that the {frame} has no {s}?", f"Is nothing shaped like {a(s)}?"))
+                               f"Is it true that the {frame} has no {s}?", f"Is nothing shaped like {a(s)}?",
+                               f"Does the {frame} not include {a(s)}?", f"Is there not {a(s)} anywhere?",
+                               f"Is {a(s)} not drawn?"))
         return rng.choice((f"Is {a(s)} drawn?", f"Can you see {a(s)}?", f"Does the {frame} include {a(s)}?",
                            f"Does anything have the shape of {a(s)}?", f"Is something shaped like {a(s)}?",
                            f"Do you notice {a(s)}?"))
@@ -212,7 +215,8 @@ def _yes_no(things: list[Thing], kind: str, yes: bool, negated: bool, frame: str
     shown, absent = rng.choice(sorted(nouns)), _other(NOUNS, nouns, rng)
     n = shown if present else absent
     if negated:
-        return rng.choice((f"Is there no {n}?", f"Does the {frame} lack {a(n)}?", f"Is {a(n)} missing?"))
+        return rng.choice((f"Is there no {n}?", f"Does the {frame} lack {a(n)}?", f"Is {a(n)} missing?",
+                           f"Does the {frame} not show {a(n)}?", f"Is there not {a(n)} anywhere?"))
     return rng.choice((f"Is there {a(n)} anywhere?", f"Does the {frame} show {a(n)}?", f"Can you find {a(n)}?"))
 
 
