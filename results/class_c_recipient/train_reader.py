@@ -8,7 +8,7 @@ Every validation check also saves the weights so far to `--out` (`checkpoint.jso
 
     python results/class_c_recipient/train_reader.py --out DIR [--steps 60] [--batch 4] [--eval-every 30]
         [--lr 2e-4] [--seed 0] [--base DIR] [--layers 8] [--val-items 32] [--yes-no-share 0.5]
-        [--negated-share 0.5] [--threads 2]
+        [--negated-share 0.5] [--first-negated-share X] [--threads 2]
 """
 
 import argparse
@@ -35,12 +35,14 @@ parser.add_argument("--layers", type=int, default=ReaderRecipe.train_layers)
 parser.add_argument("--val-items", type=int, default=32)
 parser.add_argument("--yes-no-share", type=float, default=ReaderRecipe.yes_no_share)
 parser.add_argument("--negated-share", type=float, default=ReaderRecipe.negated_share)
+parser.add_argument("--first-negated-share", type=float, help="the first round's negated share (default: the same)")
 parser.add_argument("--threads", type=int, default=2)
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 recipe = ReaderRecipe(steps=args.steps, round_steps=args.steps, eval_every=args.eval_every, batch_size=args.batch,
                       val_items=args.val_items, train_layers=args.layers, lr=args.lr, seed=args.seed,
-                      yes_no_share=args.yes_no_share, negated_share=args.negated_share)
+                      yes_no_share=args.yes_no_share, negated_share=args.negated_share,
+                      first_round_negated_share=args.first_negated_share)
 tokenizer = AutoTokenizer.from_pretrained(args.base)
 model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32)
 measure = reader.exact_answer_accuracy

@@ -186,3 +186,18 @@ def test_a_quick_build_of_the_reader_writes_its_record(tmp_path, monkeypatch):
     assert record["training"]["met"] and record["training"]["steps_used"] == 2
     assert record["training"]["criterion"].startswith("none (exact answers")
     assert AutoModelForCausalLM.from_pretrained(artefact_dir("smollm2-reader")).config.num_hidden_layers == 3
+
+
+def test_the_first_round_may_ask_fewer_negated_questions(tmp_path, monkeypatch):
+    calls = []
+
+    def recording(n, seed, split, *shares):
+        calls.append((n, split, shares[-1]))
+        return reader_items(n, seed, split, *shares)
+
+    monkeypatch.setattr(reader, "reader_items", recording)
+    model = AutoModelForCausalLM.from_pretrained(tiny_reader_base(tmp_path / "base"))
+    recipe = tiny_recipe(steps=6, round_steps=2, negated_share=0.5, first_round_negated_share=0.2,
+                         min_val_accuracy=0.0)
+    train_reader(model, make_tokenizer_with_chat(), recipe)
+    assert calls == [(4, "train", 0.2), (8, "train-later", 0.5), (4, "val", 0.5)]  # batch 2: 2 + 4 steps

@@ -47,7 +47,8 @@ class ReaderRecipe:
     lr: float = 2e-4
     suffix_share: float = 0.5  # prompts that end with the short-answer suffix, in training and val
     yes_no_share: float = 0.5  # item pairs that are contrastive yes/no twins (`reader_items`)
-    negated_share: float = 0.5  # yes/no pairs that ask about absence
+    negated_share: float = 0.5  # yes/no pairs that ask about absence (val, and rounds after the first)
+    first_round_negated_share: float | None = None  # the first round's (None: negated_share): presence first
     seed: int = 0
 
 
@@ -74,7 +75,11 @@ def train_reader(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rec
     or `recipe.steps` are spent (`metrics["rounds"].met`); the caller decides what a miss means."""
     torch.manual_seed(recipe.seed)
     shares = recipe.suffix_share, recipe.yes_no_share, recipe.negated_share
-    data = reader_items(recipe.steps * recipe.batch_size, recipe.seed, "train", *shares)
+    first = min(recipe.round_steps, recipe.steps) * recipe.batch_size
+    first_negated = recipe.negated_share if recipe.first_round_negated_share is None else \
+        recipe.first_round_negated_share
+    data = reader_items(first, recipe.seed, "train", *shares[:2], first_negated)
+    data += reader_items(recipe.steps * recipe.batch_size - first, recipe.seed, "train-later", *shares)
     val = reader_items(recipe.val_items, recipe.seed, "val", *shares)
     encoded = [encode_problem(tokenizer, item.prompt, item.answer) for item in data]
     val_encoded = [encode_problem(tokenizer, item.prompt, item.answer) for item in val]
