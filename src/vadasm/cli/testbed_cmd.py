@@ -56,8 +56,9 @@ def build_command(
     jobs on the same cores slow it several-fold).
 
     Opt-in artefacts, built only when named with --only (with what they need): clip-tower (a CLIP-style
-    tower), llava-smollm2-real and llava-gemma3-real (LLaVA-1.5's two training stages on clip-tower; each
-    estimated at 35-65 minutes on a quiet 2-core machine, not yet built end to end) and smollm2-reader (the
+    tower; 41 minutes on 2 shared cores), llava-smollm2-real and llava-gemma3-real (LLaVA-1.5's two
+    training stages on clip-tower; over 75 minutes each on 2 shared cores with one thread, more than an
+    hour of it instruction tuning; see results/testbed/llava-smollm2-real.md) and smollm2-reader (the
     class C recipient; its recipe currently misses its criterion, see results/class_c_recipient/, so that
     build stops with the criterion error). --smoke trains each of them 2 steps.
     """
