@@ -266,9 +266,13 @@ class Checkpoint:
     def get_checked(self, name: str) -> torch.Tensor:
         """Load one tensor and refuse NaN/Inf, naming the file."""
         tensor = self.get(name)
-        if tensor.is_floating_point() and not all_finite(tensor):
-            raise VadasmError(f"{self.files[name]}: tensor {shown(name)} contains NaN or Inf values")
+        self.refuse_non_finite(name, tensor)
         return tensor
+
+    def refuse_non_finite(self, name: str, values: torch.Tensor) -> None:
+        """Refuse NaN/Inf in `values` (all or some rows of tensor `name`), naming the file."""
+        if values.is_floating_point() and not all_finite(values):
+            raise VadasmError(f"{self.files[name]}: tensor {shown(name)} contains NaN or Inf values")
 
     def num_elements(self, name: str) -> int:
         return math.prod(self.entries[name].shape)

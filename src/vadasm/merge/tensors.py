@@ -16,7 +16,7 @@ import torch
 
 from vadasm.align import Alignment
 from vadasm.errors import VadasmError
-from vadasm.io import Checkpoint, ShardedWriter, all_finite
+from vadasm.io import Checkpoint, ShardedWriter
 from vadasm.io.provenance import tensor_seed
 from vadasm.merge.plan import TensorAction
 from vadasm.merge.recipe import MergeConfig, resolve_setting
@@ -118,8 +118,8 @@ def merge_rows(recipe: MergeConfig, method, action: TensorAction, piece: LayerSl
         parts = {}
         for ck, source_name in distinct:
             part = ck.read_rows(source_name, *rows)[(slice(None), *columns)].to(device=device, dtype=torch.float32)
-            if check and not all_finite(part):
-                raise VadasmError(f"{ck.files[source_name]}: tensor '{source_name}' contains NaN or Inf values")
+            if check:
+                ck.refuse_non_finite(source_name, part)
             parts[(id(ck), source_name)] = part
         return parts
 
@@ -174,8 +174,7 @@ def _copy_rows(source: Source, name: str, ranges: list[tuple[int, int]], out_dty
 
     def read(rows: tuple[int, int]) -> torch.Tensor:
         part = ck.read_rows(source_name, *rows)
-        if part.is_floating_point() and not all_finite(part):
-            raise VadasmError(f"{ck.files[source_name]}: tensor '{source_name}' contains NaN or Inf values")
+        ck.refuse_non_finite(source_name, part)
         return part if part.dtype == out_dtype else part.float()
 
     for part in _prefetched(ranges, read):
