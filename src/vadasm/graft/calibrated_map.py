@@ -80,8 +80,7 @@ def calibrated_projector(opts: GraftOptions, result: GraftResult, donor_ck: Chec
         acts = acts[..., keep]
     fmap, scores = fit_and_score(acts, data.targets, pm.calibration_ridge, True, opts.seed, data.token_sets,
                                  data.vocab)
-    w2 = fmap.scale * fmap.matrix.T
-    b2 = fmap.mu_out - fmap.scale * fmap.mu_in @ fmap.matrix
+    w2, b2 = fmap.as_linear()
     b1 = projector.get("linear_1.bias")
     b1 = b1[keep] if b1 is not None else torch.zeros(len(keep), dtype=torch.float64)
     w1, b1, w2, b2, _ = resize_hidden(projector["linear_1.weight"][keep], b1, w2, b2, width)

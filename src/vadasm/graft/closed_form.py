@@ -94,8 +94,7 @@ def closed_form_projector(opts: GraftOptions, result: GraftResult, donor_ck: Che
         scores["fit"], scores["heldout_items"], scores["heldout"], scores["heldout_control"],
         ["the donor's projector and language model are not used; linear projector (projector_hidden_act "
          "'linear', linear_2 = identity)"]))
-    w1 = fmap.scale * fmap.matrix.T
-    b1 = fmap.mu_out - fmap.scale * fmap.mu_in @ fmap.matrix
+    w1, b1 = fmap.as_linear()
     eye = torch.eye(width, dtype=torch.float64)
     return {"linear_1.weight": w1, "linear_1.bias": b1, "linear_2.weight": eye,
             "linear_2.bias": torch.zeros(width, dtype=torch.float64)}, {}

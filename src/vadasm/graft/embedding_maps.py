@@ -73,6 +73,10 @@ class EmbeddingMap:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * (x.to(self.matrix.dtype) - self.mu_in) @ self.matrix + self.mu_out
 
+    def as_linear(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight [d_out, d_in], bias [d_out]) of a linear layer computing f, for a projector to store."""
+        return self.scale * self.matrix.T, self.mu_out - self.scale * self.mu_in @ self.matrix
+
 
 def fit_map(x: torch.Tensor, y: torch.Tensor, method: str, *, ridge: float = 0.0, omp_k: int = 64) -> EmbeddingMap:
     """Fit f with `method` on paired rows of x [n, d_in] and y [n, d_out] (fp64 internally)."""
